@@ -1,0 +1,1 @@
+"""Composition root: configuration schema, wiring of backends and servers, the CLI."""

@@ -1,0 +1,1 @@
+"""Local delivery: recipients resolved to mailboxes, then one durable append per message."""

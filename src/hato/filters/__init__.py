@@ -1,0 +1,1 @@
+"""Content filters: spam scoring, virus scanning, attachment rules."""

@@ -1,0 +1,1 @@
+"""Sender authentication: SPF, DKIM, DMARC, ARC, iprev and friends (RFC 8601 result tokens)."""

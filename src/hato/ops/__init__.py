@@ -1,0 +1,1 @@
+"""Operations: TLS material, backups, DNS records, doctor, metrics."""

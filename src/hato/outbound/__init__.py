@@ -1,0 +1,1 @@
+"""Outbound delivery: durable queue, MX routing, TLS policy, DKIM signing, DSN."""

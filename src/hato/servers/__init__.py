@@ -1,0 +1,1 @@
+"""asyncio adapters: socket <-> codec <-> policy/store, one module per protocol."""

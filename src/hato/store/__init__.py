@@ -1,0 +1,1 @@
+"""Mail store: interfaces in domain types (``api``, ``model``) and backends (``sqlite``)."""

@@ -1,0 +1,211 @@
+"""The mail store interface: what every backend provides, in domain types only.
+
+Every mutation of an account's mail bumps that account's MODSEQ once (RFC 7162 §3.1) and
+writes change-log entries that ``changes_since`` answers; IMAP CONDSTORE/QRESYNC and IDLE,
+POP3 and the JSON API all read it. Every method that mutates is one atomic unit of work:
+when it returns, the change is durable (fsynced); when it raises, nothing changed.
+
+Errors: NotFound, AlreadyExists, Conflict, QuotaExceeded, SchemaVersionError and
+TemporaryStoreError from ``hato.core.errors``.
+
+Addresses and domains passed in are canonical (``Address.key`` / ``normalize_domain``);
+callers normalise user input first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import BinaryIO, Protocol
+
+from hato.store.model import (
+    Account,
+    Alias,
+    Appended,
+    BlobRef,
+    Change,
+    Credentials,
+    DeliveryTarget,
+    Domain,
+    FlagOp,
+    FlagUpdate,
+    Mailbox,
+    Message,
+    QuotaUsage,
+)
+
+
+class BlobWriter(Protocol):
+    """Streams one message body to a temporary file while hashing it.
+
+    ``commit`` fsyncs the file, renames it to its content address and fsyncs the directory;
+    it is blocking (call it through ``asyncio.to_thread`` from the event loop). ``abort``
+    removes the temporary file. Exactly one of the two must be called.
+    """
+
+    def write(self, data: bytes) -> None: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def commit(self) -> BlobRef: ...
+
+    def abort(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Content-addressed message bodies, shared by every recipient of one message."""
+
+    def writer(self) -> BlobWriter: ...
+
+    def open(self, blob_id: str) -> BinaryIO: ...
+
+    def read(self, blob_id: str) -> bytes: ...
+
+    def exists(self, blob_id: str) -> bool: ...
+
+
+class MailStore(Protocol):
+    """The metadata store. All methods are coroutines except ``blobs``."""
+
+    @property
+    def blobs(self) -> BlobStore: ...
+
+    async def close(self) -> None: ...
+
+    # -- domains -------------------------------------------------------------------------
+    async def add_domain(self, name: str) -> Domain: ...
+
+    async def remove_domain(self, name: str, *, force: bool = False) -> None:
+        """Raises Conflict when accounts or aliases remain and ``force`` is False; with
+        ``force`` removes them (and their mail) too."""
+        ...
+
+    async def list_domains(self) -> list[Domain]: ...
+
+    async def has_domain(self, name: str) -> bool: ...
+
+    # -- accounts ------------------------------------------------------------------------
+    async def add_account(
+        self, address: str, credentials: Credentials, *, quota_bytes: int | None = None
+    ) -> Account:
+        """Creates the account with the DEFAULT_MAILBOXES; its domain must exist."""
+        ...
+
+    async def get_account(self, address: str) -> Account | None: ...
+
+    async def get_account_by_id(self, account_id: int) -> Account | None: ...
+
+    async def list_accounts(self, domain: str | None = None) -> list[Account]: ...
+
+    async def set_credentials(self, address: str, credentials: Credentials) -> None: ...
+
+    async def set_quota(self, address: str, quota_bytes: int | None) -> None: ...
+
+    async def set_enabled(self, address: str, enabled: bool) -> None: ...
+
+    async def remove_account(self, address: str) -> None: ...
+
+    # -- aliases -------------------------------------------------------------------------
+    async def add_alias(self, source: str, targets: Sequence[str]) -> Alias: ...
+
+    async def get_alias(self, source: str) -> Alias | None: ...
+
+    async def list_aliases(self, domain: str | None = None) -> list[Alias]: ...
+
+    async def remove_alias(self, source: str) -> None: ...
+
+    # -- mailboxes -----------------------------------------------------------------------
+    async def list_mailboxes(self, account_id: int) -> list[Mailbox]: ...
+
+    async def get_mailbox(self, account_id: int, name: str) -> Mailbox | None:
+        """``INBOX`` is matched case-insensitively (RFC 9051 §5.1)."""
+        ...
+
+    async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox | None: ...
+
+    async def create_mailbox(
+        self, account_id: int, name: str, *, special_use: str | None = None
+    ) -> Mailbox: ...
+
+    async def rename_mailbox(self, account_id: int, old: str, new: str) -> Mailbox:
+        """Renames children too; renaming INBOX moves its messages to a new mailbox
+        and leaves INBOX empty (RFC 9051 §6.3.6)."""
+        ...
+
+    async def delete_mailbox(self, account_id: int, name: str) -> None: ...
+
+    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None: ...
+
+    # -- messages ------------------------------------------------------------------------
+    async def append(
+        self,
+        mailbox_id: int,
+        blob: BlobRef,
+        *,
+        flags: frozenset[str] = frozenset(),
+        internal_date: float | None = None,
+    ) -> Appended:
+        """Raises QuotaExceeded when the account would go over quota."""
+        ...
+
+    async def deliver(
+        self, blob: BlobRef, targets: Sequence[DeliveryTarget], *, internal_date: float | None = None
+    ) -> list[Appended]:
+        """One copy per target, all in one atomic unit of work (all or none). A target
+        mailbox that does not exist falls back to INBOX. QuotaExceeded names the account
+        whose quota would be exceeded; no copy is stored then."""
+        ...
+
+    async def list_messages(self, mailbox_id: int) -> list[Message]:
+        """All messages of a mailbox in UID order."""
+        ...
+
+    async def get_messages(self, mailbox_id: int, uids: Sequence[int]) -> list[Message]:
+        """The existing messages among ``uids``, in UID order."""
+        ...
+
+    async def update_flags(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        flags: frozenset[str],
+        *,
+        op: FlagOp,
+        unchanged_since: int | None = None,
+    ) -> FlagUpdate:
+        """Messages whose flags really change get a new MODSEQ and a change-log entry."""
+        ...
+
+    async def expunge(self, mailbox_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        """Removes the given messages (None: every message flagged \\Deleted); returns the
+        UIDs removed. Blobs no message refers to any more are deleted after commit."""
+        ...
+
+    async def copy(
+        self, mailbox_id: int, uids: Sequence[int], target_mailbox_id: int
+    ) -> list[tuple[int, int]]:
+        """Copies within one account; returns (source uid, new uid) pairs (RFC 4315 COPYUID)."""
+        ...
+
+    async def move(
+        self, mailbox_id: int, uids: Sequence[int], target_mailbox_id: int
+    ) -> list[tuple[int, int]]:
+        """Atomic copy + expunge (RFC 6851)."""
+        ...
+
+    # -- change log and quota ------------------------------------------------------------
+    async def highest_modseq(self, account_id: int) -> int: ...
+
+    async def changes_since(
+        self, account_id: int, modseq: int, *, mailbox_id: int | None = None
+    ) -> list[Change]:
+        """Changes with MODSEQ > ``modseq`` in MODSEQ order; for a message changed several
+        times only the latest entry is kept, an expunge supersedes earlier entries."""
+        ...
+
+    async def wait_for_change(self, account_id: int, after_modseq: int, timeout: float) -> int:
+        """Waits until the account's MODSEQ exceeds ``after_modseq`` or ``timeout`` passes;
+        returns the current highest MODSEQ (IMAP IDLE, RFC 2177)."""
+        ...
+
+    async def quota_usage(self, account_id: int) -> QuotaUsage: ...

@@ -1,0 +1,1 @@
+"""Webmail, admin and JSON API over the store interfaces."""
