@@ -149,7 +149,11 @@ class MailStore(Protocol):
         ...
 
     async def deliver(
-        self, blob: BlobRef, targets: Sequence[DeliveryTarget], *, internal_date: float | None = None
+        self,
+        blob: BlobRef,
+        targets: Sequence[DeliveryTarget],
+        *,
+        internal_date: float | None = None,
     ) -> list[Appended]:
         """One copy per target, all in one atomic unit of work (all or none). A target
         mailbox that does not exist falls back to INBOX. QuotaExceeded names the account

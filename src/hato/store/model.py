@@ -8,6 +8,7 @@ case-insensitive on input, so backends store them in the canonical spelling belo
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 SEEN = "\\Seen"
@@ -39,7 +40,7 @@ def canonical_flag(flag: str) -> str:
     return _CANONICAL_SYSTEM.get(flag.lower(), flag)
 
 
-def canonical_flags(flags: frozenset[str] | set[str] | list[str] | tuple[str, ...]) -> frozenset[str]:
+def canonical_flags(flags: Iterable[str]) -> frozenset[str]:
     return frozenset(canonical_flag(f) for f in flags)
 
 
