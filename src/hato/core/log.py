@@ -66,4 +66,3 @@ def configure(level: str = "info") -> None:
     root = logging.getLogger("hato")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    root.propagate = False

@@ -1,0 +1,224 @@
+"""SQLite backend: content-addressed blob files, pins, journal sweeps at start."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from storekit import account, inbox_id, message, put_blob, sha
+
+from hato.core.clock import FixedClock
+from hato.core.errors import NotFound, QuotaExceeded, StoreError
+from hato.store.model import DeliveryTarget
+from hato.store.sqlite import SqliteStore, open_store
+from hato.store.sqlite.blobs import PIN_TTL
+from hato.store.sqlite.store import SWEEP_INTERVAL
+
+
+def files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file())
+
+
+def run_store(data: Path, body, clock: FixedClock | None = None):  # type: ignore[no-untyped-def]
+    async def main():  # type: ignore[no-untyped-def]
+        store = await open_store(data, clock=clock or FixedClock())
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def test_layout_and_blob_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    async def body(store: SqliteStore) -> None:
+        for sub in ("", "blobs", "tmp"):
+            assert (data / sub).stat().st_mode & 0o777 == 0o700
+        body_bytes = message(1, 200_000)
+        writer = store.blobs.writer()
+        for i in range(0, len(body_bytes), 7000):
+            writer.write(body_bytes[i : i + 7000])
+        assert writer.size == len(body_bytes)
+        ref = await asyncio.to_thread(writer.commit)
+        digest = sha(body_bytes)
+        path = data / "blobs" / digest[:2] / digest[2:4] / digest
+        assert ref.id == digest and path.read_bytes() == body_bytes
+        assert path.stat().st_mode & 0o777 == 0o600
+        with pytest.raises(StoreError):
+            writer.write(b"more")
+        with pytest.raises(StoreError):
+            writer.commit()
+        (marker,) = files(data / "tmp")  # journals the blob until a message refers to it
+        assert marker.name.startswith(f"{digest}.") and marker.name.endswith(".pending")
+        acc = await account(store)
+        await store.deliver(ref, [DeliveryTarget(acc.id)])
+        assert files(data / "tmp") == []  # the marker goes once the message row committed
+
+    run_store(data, body)
+
+
+def test_abort_and_duplicate_content(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    async def body(store: SqliteStore) -> None:
+        writer = store.blobs.writer()
+        writer.write(b"partial")
+        writer.abort()
+        writer.abort()
+        assert files(data / "tmp") == [] and files(data / "blobs") == []
+        first = await put_blob(store, b"same bytes")
+        second = await put_blob(store, b"same bytes")
+        assert first == second
+        assert len(files(data / "blobs")) == 1
+        acc = await account(store)
+        inbox = await inbox_id(store, acc.id)
+        await store.append(inbox, first)
+        await store.append(inbox, second)
+        assert files(data / "tmp") == []  # the duplicate's temp file was removed at commit
+
+    run_store(data, body)
+
+
+def test_blob_ids_are_checked(tmp_path: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        for bad in ("../../hato.db", "A" * 64, "0" * 63, "", "/etc/passwd"):
+            assert not store.blobs.exists(bad)
+            with pytest.raises(NotFound):
+                store.blobs.read(bad)
+        with pytest.raises(NotFound):
+            store.blobs.open("0" * 64)
+
+    run_store(tmp_path, body)
+
+
+def test_start_removes_temp_files_and_unreferenced_pending_blobs(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    async def leave_debris(store: SqliteStore) -> tuple[str, str]:
+        acc = await account(store)
+        kept = await put_blob(store, b"delivered")
+        await store.deliver(kept, [DeliveryTarget(acc.id)])
+        lost = await put_blob(store, b"committed to disk, never to the database")
+        half = store.blobs.writer()
+        half.write(b"still being written")
+        # Simulate the crash: the writer's temp file stays (no abort), so does the marker.
+        half._file.close()  # type: ignore[union-attr]
+        return kept.id, lost.id
+
+    kept_id, lost_id = run_store(data, leave_debris)
+    # A marker of a blob that did get referenced (crash after commit, before unlinking it).
+    (data / "tmp" / f"{kept_id}.00ff.pending").write_bytes(b"")
+    assert len(files(data / "tmp")) == 3
+
+    async def check(store: SqliteStore) -> None:
+        assert files(data / "tmp") == []
+        assert not store.blobs.exists(lost_id)
+        assert store.blobs.read(kept_id) == b"delivered"
+
+    run_store(data, check)
+
+
+def test_start_deletes_journalled_orphans(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    async def write(store: SqliteStore) -> str:
+        acc = await account(store)
+        ref = await put_blob(store, b"orphan to be")
+        await store.deliver(ref, [DeliveryTarget(acc.id)])
+        return ref.id
+
+    blob_id = run_store(data, write)
+    # As if the expunge committed and the process died before unlinking the file.
+    conn = sqlite3.connect(data / "hato.db")
+    conn.execute("DELETE FROM messages")
+    conn.execute("INSERT INTO orphan_blobs VALUES (?)", (blob_id,))
+    conn.commit()
+    conn.close()
+
+    async def check(store: SqliteStore) -> None:
+        assert not store.blobs.exists(blob_id)
+
+    run_store(data, check)
+    conn = sqlite3.connect(data / "hato.db")
+    assert conn.execute("SELECT count(*) FROM orphan_blobs").fetchone()[0] == 0
+    conn.close()
+
+
+def test_orphan_rows_are_cleared_while_running(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    async def body(store: SqliteStore) -> None:
+        acc = await account(store)
+        inbox = await inbox_id(store, acc.id)
+        for i in range(3):
+            await store.append(inbox, await put_blob(store, message(i)))
+            await store.expunge(inbox)  # nothing flagged: no-op
+            await store.expunge(inbox, [i + 1])
+        await store.create_mailbox(acc.id, "one more write")
+
+    run_store(data, body)
+    conn = sqlite3.connect(data / "hato.db")
+    assert conn.execute("SELECT count(*) FROM orphan_blobs").fetchone()[0] == 0
+    conn.close()
+    assert files(data / "blobs") == []
+
+
+def test_identical_content_written_while_last_copy_is_expunged(tmp_path: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        acc = await account(store)
+        inbox = await inbox_id(store, acc.id)
+        first = await put_blob(store, b"identical")
+        await store.append(inbox, first)
+        again = await put_blob(store, b"identical")  # content exists: pinned, not rewritten
+        await store.expunge(inbox, [1])  # drops the last reference...
+        assert store.blobs.exists(again.id)  # ...but the new writer's pin keeps the file
+        await store.append(inbox, again)
+        assert store.blobs.read(again.id) == b"identical"
+        await store.expunge(inbox, [2])
+        assert not store.blobs.exists(again.id)
+
+    run_store(tmp_path, body)
+
+
+def test_failed_unit_keeps_blob_for_retry_until_abandoned(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    clock = FixedClock()
+
+    async def body(store: SqliteStore) -> None:
+        full = await account(store, "full", quota_bytes=10)
+        roomy = await account(store, "roomy")
+        ref = await put_blob(store, message(1, 100))
+        with pytest.raises(QuotaExceeded):
+            await store.deliver(ref, [DeliveryTarget(full.id), DeliveryTarget(roomy.id)])
+        # The caller drops the over-quota recipient and retries with the same blob.
+        await store.deliver(ref, [DeliveryTarget(roomy.id)])
+        assert store.blobs.read(ref.id) == message(1, 100)
+        assert files(data / "tmp") == []
+
+        abandoned = await put_blob(store, message(2, 100))
+        with pytest.raises(QuotaExceeded):
+            await store.deliver(abandoned, [DeliveryTarget(full.id)])
+        assert store.blobs.exists(abandoned.id)
+        clock.advance(PIN_TTL + SWEEP_INTERVAL)
+        await store.create_mailbox(roomy.id, "any write runs the sweep")
+        assert not store.blobs.exists(abandoned.id)
+        assert store.blobs.exists(ref.id)  # referenced: never swept
+        assert files(data / "tmp") == []
+
+    run_store(data, body, clock)
+
+
+def test_unlinked_blob_file_is_reported(tmp_path: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        acc = await account(store)
+        ref = await put_blob(store, b"to vanish")
+        os.unlink(store.blobs.path(ref.id))
+        with pytest.raises(NotFound):
+            await store.deliver(ref, [DeliveryTarget(acc.id)])
+
+    run_store(tmp_path, body)

@@ -1,0 +1,143 @@
+"""SQLite backend: the database thread runs whole units of work with group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from hato.core.clock import FixedClock
+from hato.core.errors import StoreError, TemporaryStoreError
+from hato.store.sqlite.db import Database, Unit
+
+
+def _setup(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER)")
+
+
+def _insert(key: str, value: int, log: list[str] | None = None):  # type: ignore[no-untyped-def]
+    def work(unit: Unit) -> int:
+        unit.conn.execute("INSERT INTO t VALUES (?, ?)", (key, value))
+        if log is not None:
+            unit.on_commit(lambda: log.append(key))
+        return value
+
+    return work
+
+
+def _count(unit: Unit) -> int:
+    return int(unit.conn.execute("SELECT count(*) FROM t").fetchone()[0])
+
+
+def test_batch_commits_once_and_isolates_a_failing_unit(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
+        await db.start()
+        try:
+            gate = threading.Event()
+            # Hold the thread so the next units queue up and form one batch.
+            blocker = db.submit(lambda u: gate.wait(5), write=False)
+            log: list[str] = []
+            ok1 = db.submit(_insert("a", 1, log), write=True)
+            dup = db.submit(_insert("a", 2, log), write=True)  # PRIMARY KEY violation
+
+            def boom(unit: Unit) -> None:
+                unit.conn.execute("INSERT INTO t VALUES ('c', 3)")
+                unit.on_commit(lambda: log.append("boom"))
+                raise ValueError("unit failed after writing")
+
+            failing = db.submit(boom, write=True)
+            ok2 = db.submit(_insert("d", 4, log), write=True)
+            before = db.stats
+            gate.set()
+            assert await asyncio.wrap_future(blocker)
+            assert await asyncio.wrap_future(ok1) == 1
+            assert await asyncio.wrap_future(ok2) == 4
+            with pytest.raises(StoreError):  # sqlite IntegrityError, translated
+                await asyncio.wrap_future(dup)
+            with pytest.raises(ValueError):
+                await asyncio.wrap_future(failing)
+            after = db.stats
+            assert after.commits - before.commits == 1  # one COMMIT for the whole batch
+            assert after.write_units - before.write_units == 2
+            assert after.failed_units - before.failed_units == 2
+            rows = await db.read(
+                lambda u: u.conn.execute("SELECT k, v FROM t ORDER BY k").fetchall()
+            )
+            assert rows == [("a", 1), ("d", 4)]  # 'c' rolled back to its savepoint alone
+            assert log == ["a", "d"]  # hooks of committed units only
+        finally:
+            await db.close()
+
+    asyncio.run(main())
+
+
+def test_reads_do_not_commit_and_hooks_run_before_resolution(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
+        await db.start()
+        try:
+            commits = db.stats.commits
+            assert await db.read(_count) == 0
+            assert db.stats.commits == commits
+            log: list[str] = []
+            await db.write(_insert("x", 1, log))
+            assert log == ["x"]  # on_commit ran before the caller resumed
+            assert db.stats.commits == commits + 1
+        finally:
+            await db.close()
+
+    asyncio.run(main())
+
+
+def test_operational_error_is_temporary_and_closed_db_refuses(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
+        await db.start()
+        with pytest.raises(TemporaryStoreError):
+            await db.write(lambda u: u.conn.execute("INSERT INTO missing VALUES (1)"))
+        await db.write(_insert("after", 1))  # the thread survived
+        await db.close()
+        with pytest.raises(StoreError):
+            await db.write(_insert("late", 1))
+
+    asyncio.run(main())
+
+
+def test_cancelled_unit_does_not_run(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
+        await db.start()
+        try:
+            gate = threading.Event()
+            blocker = db.submit(lambda u: gate.wait(5), write=False)
+            task = asyncio.create_task(db.write(_insert("never", 1)))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task  # the queued unit is cancelled before the thread reaches it
+            gate.set()
+            await asyncio.wrap_future(blocker)
+            assert await db.read(_count) == 0
+        finally:
+            await db.close()
+
+    asyncio.run(main())
+
+
+def test_database_is_wal_and_fully_synchronous(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
+        await db.start()
+        try:
+            mode = await db.read(lambda u: u.conn.execute("PRAGMA journal_mode").fetchone()[0])
+            sync = await db.read(lambda u: u.conn.execute("PRAGMA synchronous").fetchone()[0])
+            assert (mode, sync) == ("wal", 2)  # 2 = FULL: a COMMIT is durable
+            assert (tmp_path / "t.db").stat().st_mode & 0o777 == 0o600
+        finally:
+            await db.close()
+
+    asyncio.run(main())
