@@ -138,9 +138,9 @@ def check_password(password: str) -> str:
 def read_password(*, from_stdin: bool) -> str:
     """One password from stdin (trailing newline removed) or from a hidden, confirmed prompt."""
     if from_stdin:
-        text = click.get_text_stream("stdin").read()
+        text = sys.stdin.read()
         return check_password(text.removesuffix("\n").removesuffix("\r"))
-    if not click.get_text_stream("stdin").isatty():
+    if not sys.stdin.isatty():
         raise UsageError("no password given: use --password-stdin, or run in a terminal")
     password: str = click.prompt(
         "Password", hide_input=True, confirmation_prompt="Repeat password"

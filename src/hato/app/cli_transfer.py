@@ -11,6 +11,7 @@ Security: reads and writes only the directory or file the operator names.
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ def _transfer(
     _pick(maildir, mbox, mailbox)
     key = account_key(address)
     progress = ProgressReporter(
-        f"{verb} {key}", enabled=click.get_text_stream("stdout").isatty()
+        f"{verb} {key}", enabled=sys.stdout.isatty()
     )
 
     async def work(store: MailStore) -> int:
