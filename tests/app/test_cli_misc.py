@@ -50,7 +50,9 @@ def test_bare_group_prints_help() -> None:
     assert result.stdout.startswith("Usage: hato account ")
 
 
-def test_config_check_and_env_var(config_file: Path, tmp_path: Path) -> None:
+def test_config_check_and_env_var(
+    config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     runner = CliRunner()
     result = runner.invoke(cli, ["config", "check", "--config", str(config_file)])
     assert (result.exit_code, result.stdout) == (0, "ok\n")
@@ -58,16 +60,18 @@ def test_config_check_and_env_var(config_file: Path, tmp_path: Path) -> None:
     result = runner.invoke(cli, ["config", "check"], env={"HATO_CONFIG": str(config_file)})
     assert (result.exit_code, result.stdout) == (0, "ok\n")
     # ... then ./hato.toml
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        Path("hato.toml").write_text(config_file.read_text())
-        result = runner.invoke(cli, ["config", "check"], env={"HATO_CONFIG": None})
-        assert (result.exit_code, result.stdout) == (0, "ok\n")
-        Path("hato.toml").unlink()
-        result = runner.invoke(cli, ["config", "check"], env={"HATO_CONFIG": None})
-        assert result.exit_code == 1
-        assert result.stderr == (
-            "error: cannot read configuration file hato.toml: No such file or directory\n"
-        )
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    Path("hato.toml").write_text(config_file.read_text())
+    result = runner.invoke(cli, ["config", "check"], env={"HATO_CONFIG": None})
+    assert (result.exit_code, result.stdout) == (0, "ok\n")
+    Path("hato.toml").unlink()
+    result = runner.invoke(cli, ["config", "check"], env={"HATO_CONFIG": None})
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: cannot read configuration file hato.toml: No such file or directory\n"
+    )
 
 
 @pytest.mark.parametrize(
