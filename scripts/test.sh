@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-venv python3-pip swaks postfix dovecot-imapd dovecot-pop3d fetchmail getmail6 mutt isync offlineimap3)
+APT_PACKAGES=(python3-venv python3-pip swaks postfix dovecot-imapd dovecot-pop3d fetchmail getmail6 mutt isync offlineimap3 dovecot-sieve sieve-connect opendkim opendkim-tools)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -26,6 +26,9 @@ from hato.app.cli_base import (
     password_stdin_option,
     read_password,
 )
+from hato.app.cli_dns import dkim_group, dns_group
+from hato.app.cli_queue import queue
+from hato.app.cli_reports import report
 from hato.app.cli_transfer import export_command, import_command
 from hato.app.config import Config, load_config
 from hato.app.quickstart import create_demo, instructions
@@ -43,6 +46,10 @@ cli.add_command(account)
 cli.add_command(alias)
 cli.add_command(export_command)
 cli.add_command(import_command)
+cli.add_command(report)
+cli.add_command(queue)
+cli.add_command(dns_group)
+cli.add_command(dkim_group)
 
 
 # -- serve ---------------------------------------------------------------------------------

@@ -27,8 +27,10 @@ from hato.app.cli_base import (
     run_with_store,
     table,
 )
+from hato.app.config import load_config
 from hato.core.address import Address
 from hato.core.errors import NotFound, UsageError
+from hato.outbound.dkim_sign import DkimKeys
 from hato.policy.authn import make_credentials
 from hato.store.api import MailStore
 
@@ -52,6 +54,12 @@ def domain_add(name: str, config_path: Path) -> None:
 
     run_with_store(config_path, work)
     click.echo(f"added domain {canonical}")
+    # DKIM keys for outgoing mail (RSA-2048 + Ed25519); their records: 'hato dns records'
+    config = load_config(config_path)
+    keys = DkimKeys(config.server.data_dir / "dkim")
+    if not keys.has_keys(canonical):
+        for record in keys.generate(canonical):
+            click.echo(f"DKIM key {record.selector} ({record.algorithm}): publish {record.name}")
 
 
 @domain.command("list")

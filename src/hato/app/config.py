@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hato.app.config_outbound import OutboundConfig
 from hato.app.confkinds import (
     NO_DEMO,
     Choice,
@@ -292,6 +293,7 @@ class Config:
     pop3: Pop3Config = field(default_factory=Pop3Config)
     managesieve: ManageSieveConfig = field(default_factory=ManageSieveConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
     source: Path | None = None
 
     def listeners(self) -> list[tuple[str, Listener]]:
@@ -318,6 +320,7 @@ SECTIONS: tuple[tuple[str, type], ...] = (
     ("pop3", Pop3Config),
     ("managesieve", ManageSieveConfig),
     ("http", HttpConfig),
+    ("outbound", OutboundConfig),
 )
 
 # Listeners that carry logins: without a certificate only demo mode (loopback plaintext) works.

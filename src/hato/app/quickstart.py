@@ -154,14 +154,14 @@ Send a message (submission port 2587, STARTTLS + AUTH):
         --from {user} --to {user} --header 'Subject: hello from Hato'
 
 Read it over IMAP (port 2143, STARTTLS):
-  openssl s_client -quiet -starttls imap -connect 127.0.0.1:2143
+  openssl s_client -quiet -crlf -starttls imap -connect 127.0.0.1:2143
     a LOGIN {user} {raw}
     b SELECT INBOX
     c FETCH 1 BODY[]
     d LOGOUT
 
 or over POP3 (port 2110, STLS):
-  openssl s_client -quiet -starttls pop3 -connect 127.0.0.1:2110
+  openssl s_client -quiet -crlf -starttls pop3 -connect 127.0.0.1:2110
     USER {user}
     PASS {raw}
     RETR 1

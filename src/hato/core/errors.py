@@ -77,6 +77,18 @@ class QuotaExceeded(StoreError):
     reply = "mailbox full"
 
 
+class ScriptQuotaExceeded(QuotaExceeded):
+    """Storing a Sieve script would exceed a script quota (RFC 5804 §1.5). ``limit`` names
+    which: "count" (scripts per account), "size" (one script) or "total" (all scripts)."""
+
+    temporary = False
+    reply = "script quota exceeded"
+
+    def __init__(self, detail: str = "", *, limit: str, reply: str | None = None) -> None:
+        super().__init__(detail, reply=reply)
+        self.limit = limit
+
+
 class SchemaVersionError(StoreError):
     """The database was written by a newer Hato than this one."""
 
@@ -99,3 +111,14 @@ class ListenError(HatoError):
     """A listener could not be started (port taken, address unavailable, bad TLS material)."""
 
     reply = "cannot listen"
+
+
+class SieveError(UsageError):
+    """A Sieve script failed to compile, or failed at run time; ``errors`` lists
+    ``(line, message)`` pairs in the order found (line 0 when no line applies)."""
+
+    reply = "sieve script error"
+
+    def __init__(self, errors: list[tuple[int, str]] | tuple[tuple[int, str], ...]) -> None:
+        self.errors: tuple[tuple[int, str], ...] = tuple(errors)
+        super().__init__("; ".join(f"line {ln}: {msg}" if ln else msg for ln, msg in self.errors))

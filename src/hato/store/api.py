@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import BinaryIO, Protocol
 
+from hato.store.fulltext import TextHits, TextScope
 from hato.store.model import (
     Account,
     Alias,
@@ -31,7 +32,11 @@ from hato.store.model import (
     Mailbox,
     Message,
     QuotaUsage,
+    ScriptQuota,
+    SieveScript,
 )
+from hato.store.queue import NewQueueEntry, QueueEntry, QueueState, QueueUpdate
+from hato.store.reports import DmarcEvaluation, FeedbackReport
 
 
 class BlobWriter(Protocol):
@@ -213,3 +218,160 @@ class MailStore(Protocol):
         ...
 
     async def quota_usage(self, account_id: int) -> QuotaUsage: ...
+
+    # -- full-text search ----------------------------------------------------------------
+    async def search_text(
+        self, mailbox_id: int, query: str, *, scope: TextScope
+    ) -> TextHits | None:
+        """IMAP SEARCH TEXT / BODY (RFC 9051 §6.4.4) through the backend's full-text index,
+        with the semantics of ``hato.store.fulltext`` (case-insensitive substring of one
+        piece of ``extract``'s text). Never a false negative or a false positive for the
+        messages in ``TextHits.uids``; ``TextHits.unindexed`` lists the messages the caller
+        must test itself. None when the index cannot answer (e.g. a query shorter than three
+        characters): the caller then tests every message."""
+        ...
+
+    # -- Sieve scripts (RFC 5804 §1.4-§1.6) ----------------------------------------------
+    # Names are canonicalised with ``model.script_name`` (UsageError when invalid).
+    async def list_scripts(self, account_id: int) -> list[SieveScript]:
+        """The account's scripts in name order."""
+        ...
+
+    async def get_script(self, account_id: int, name: str) -> SieveScript | None: ...
+
+    async def get_active_script(self, account_id: int) -> SieveScript | None: ...
+
+    async def put_script(
+        self,
+        account_id: int,
+        name: str,
+        content: str,
+        *,
+        quota: ScriptQuota | None = None,
+        activate: bool = False,
+    ) -> SieveScript:
+        """Creates or replaces a script (a replaced script keeps its active flag; with
+        ``activate`` it becomes the only active one). ScriptQuotaExceeded when over
+        ``quota`` (nothing changed then); NotFound for an unknown account."""
+        ...
+
+    async def check_script_space(
+        self, account_id: int, name: str, size: int, *, quota: ScriptQuota
+    ) -> None:
+        """RFC 5804 §2.5 HAVESPACE: raises ScriptQuotaExceeded when ``put_script`` of
+        ``size`` octets as ``name`` would exceed ``quota``."""
+        ...
+
+    async def set_active_script(self, account_id: int, name: str | None) -> None:
+        """Makes ``name`` the only active script; None or "" deactivates all (RFC 5804 §2.8).
+        NotFound when the script does not exist."""
+        ...
+
+    async def delete_script(self, account_id: int, name: str) -> None:
+        """NotFound when missing; Conflict for the active script (RFC 5804 §2.10)."""
+        ...
+
+    async def rename_script(self, account_id: int, old: str, new: str) -> SieveScript:
+        """NotFound, AlreadyExists; an active script stays active (RFC 5804 §2.11)."""
+        ...
+
+    # -- Sieve tracking lists (RFC 5230 §4.2 vacation, RFC 7352 §3 duplicate) ------------
+    async def sieve_tracked(self, account_id: int, key: str) -> bool:
+        """True when ``key`` is tracked and has not expired."""
+        ...
+
+    async def sieve_track(
+        self, account_id: int, key: str, *, expires: float, refresh: bool = False
+    ) -> bool:
+        """Atomically: True when ``key`` was already tracked (its expiry then changes only
+        with ``refresh``), else tracks it until ``expires`` and returns False."""
+        ...
+
+    # -- outbound queue (hato.store.queue; each call one atomic unit of work) ------------
+    async def deliver_and_queue(
+        self,
+        blob: BlobRef,
+        targets: Sequence[DeliveryTarget],
+        outbound: Sequence[NewQueueEntry],
+        *,
+        internal_date: float | None = None,
+    ) -> tuple[list[Appended], list[int]]:
+        """``deliver`` plus queue entries for remote recipients in ONE unit of work: a
+        received message is committed once, before the SMTP 250 (ARCHITECTURE.md)."""
+        ...
+
+    async def enqueue(self, entries: Sequence[NewQueueEntry]) -> list[int]: ...
+
+    async def claim_queue(self, *, limit: int, lease: float) -> list[QueueEntry]:
+        """Move up to ``limit`` due QUEUED/DEFERRED entries to ACTIVE; ``next_attempt``
+        becomes now + ``lease``."""
+        ...
+
+    async def update_queue(self, entry_id: int, change: QueueUpdate) -> QueueEntry:
+        """Apply one checked transition (Conflict when not allowed) with per-recipient
+        results and an optional generated notice (DSN), atomically."""
+        ...
+
+    async def get_queue_entry(self, entry_id: int) -> QueueEntry | None: ...
+
+    async def list_queue(self, states: Sequence[QueueState] | None = None) -> list[QueueEntry]:
+        ...
+
+    async def delete_queue_entry(self, entry_id: int) -> None:
+        """Conflict while ACTIVE; the body is released when nothing else needs it."""
+        ...
+
+    async def recover_queue(self) -> int:
+        """At start: entries left ACTIVE by a crash go back to QUEUED; returns how many."""
+        ...
+
+    async def next_queue_due(self) -> float | None: ...
+
+    async def purge_queue(self, *, before: float) -> int:
+        """Forget final (DELIVERED/BOUNCED) entries last changed before ``before``."""
+        ...
+
+
+class ReportStore(Protocol):
+    """DMARC/TLS reporting data (hato.store.reports); each call one atomic unit of work."""
+
+    async def record_dmarc_evaluation(self, evaluation: DmarcEvaluation) -> None:
+        """Keep one message's DMARC evaluation for aggregate reports (RFC 7489 §6.6.5)."""
+        ...
+
+    async def dmarc_evaluations(
+        self, *, since: float, until: float, policy_domain: str | None = None
+    ) -> list[DmarcEvaluation]:
+        """Evaluations with ``since <= evaluated_at < until``, oldest first."""
+        ...
+
+    async def dmarc_policy_domains(self, *, since: float, until: float) -> list[str]:
+        """The policy domains with evaluations in the period, sorted."""
+        ...
+
+    async def purge_dmarc_evaluations(self, *, before: float) -> int:
+        """Forget evaluations older than ``before`` (after their report went out)."""
+        ...
+
+    async def add_feedback_report(
+        self,
+        *,
+        kind: str,
+        org_name: str,
+        report_id: str,
+        domain: str,
+        begin: float,
+        end: float,
+        data: str,
+    ) -> FeedbackReport | None:
+        """Store a received report; None when (kind, org_name, report_id) is already stored
+        (RFC 7489 §7.2.1.1: Report-ID lets duplicates be ignored)."""
+        ...
+
+    async def list_feedback_reports(
+        self, *, kind: str | None = None, domain: str | None = None
+    ) -> list[FeedbackReport]:
+        """Received reports, newest period first."""
+        ...
+
+    async def get_feedback_report(self, report_id: int) -> FeedbackReport | None: ...

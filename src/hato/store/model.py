@@ -8,8 +8,11 @@ case-insensitive on input, so backends store them in the canonical spelling belo
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+import unicodedata
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from hato.core.errors import UsageError
 
 SEEN = "\\Seen"
 ANSWERED = "\\Answered"
@@ -175,3 +178,64 @@ class QuotaUsage:
     used_bytes: int
     message_count: int
     quota_bytes: int | None
+
+
+# -- Sieve scripts (RFC 5804 §1.4-§1.6) ------------------------------------------------------
+MAX_SCRIPT_NAME = 512  # characters; RFC 5804 §1.6: servers MUST allow at least 128
+_NAME_FORBIDDEN = {"\u2028", "\u2029"}  # RFC 5804 §1.6: LINE and PARAGRAPH SEPARATOR
+
+
+def script_name(name: str) -> str:
+    """The stored (NFC) form of a Sieve script name; UsageError naming the problem."""
+    name = unicodedata.normalize("NFC", name)  # RFC 5804 §1.6: Net-Unicode (RFC 5198 §2)
+    if not name:
+        raise UsageError("a script name must not be empty")  # RFC 5804 §1.6
+    for ch in name:
+        # RFC 5804 §1.6: no 0000-001F, 007F, 0080-009F, 2028, 2029
+        if ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in _NAME_FORBIDDEN:
+            raise UsageError(f"script name {name[:40]!r} contains a forbidden character")
+        if unicodedata.category(ch) == "Cs":
+            raise UsageError("script name contains a lone surrogate")
+    if len(name) > MAX_SCRIPT_NAME:
+        # RFC 5804 §1.6: refuse, never truncate, a name over the limit
+        raise UsageError(f"script name is longer than {MAX_SCRIPT_NAME} characters")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class SieveScript:
+    """One of an account's Sieve scripts; at most one per account is active (RFC 5804 §1.4)."""
+
+    account_id: int
+    name: str
+    content: str
+    active: bool
+    updated: float
+
+    @property
+    def size(self) -> int:
+        """Octets of the UTF-8 content (what quotas and HAVESPACE count)."""
+        return len(self.content.encode("utf-8"))
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptQuota:
+    """Per-account limits on Sieve scripts (RFC 5804 §1.5); None: unlimited."""
+
+    max_scripts: int | None = None
+    max_script_size: int | None = None  # octets of one script
+    max_total_size: int | None = None  # octets of all scripts of the account
+
+    def problem(self, sizes: Mapping[str, int], name: str, size: int) -> str | None:
+        """Which limit storing ``size`` octets as ``name`` would break, given the account's
+        current ``sizes`` by name (a script of the same name is replaced): "size", "count",
+        "total" or None (the ``limit`` of ScriptQuotaExceeded)."""
+        if self.max_script_size is not None and size > self.max_script_size:
+            return "size"
+        replaced = name in sizes
+        if self.max_scripts is not None and not replaced and len(sizes) >= self.max_scripts:
+            return "count"
+        total = sum(sizes.values()) - sizes.get(name, 0) + size
+        if self.max_total_size is not None and total > self.max_total_size:
+            return "total"
+        return None

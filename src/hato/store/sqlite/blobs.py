@@ -44,6 +44,7 @@ from typing import BinaryIO
 from hato.core.clock import Clock
 from hato.core.errors import NotFound, StoreError
 from hato.store.model import BlobRef
+from hato.store.sqlite.textindex import TextCache
 
 _BLOB_ID = re.compile(r"[0-9a-f]{64}")
 _MARKER = re.compile(r"([0-9a-f]{64})\.[0-9a-f]+\.pending")
@@ -83,6 +84,8 @@ class FileBlobStore:
         self._dir_lock = threading.Lock()
         # blob id -> one pin per writer that committed it and whose unit has not committed.
         self._pins: dict[str, list[_Pin]] = {}
+        # Searchable text extracted by writers, until a unit stores it (textindex.py).
+        self.texts = TextCache()
 
     def path(self, blob_id: str) -> Path:
         blob_id = _checked(blob_id)
@@ -238,7 +241,8 @@ class FileBlobWriter:
         return self._size
 
     def commit(self) -> BlobRef:
-        """fsync, move to the content address, fsync the directories; blocking."""
+        """fsync, move to the content address, fsync the directories, then extract the
+        body's searchable text for the full-text index (``textindex.py``); blocking."""
         f = self._file
         if f is None:
             raise StoreError("blob writer already committed or aborted")
@@ -257,6 +261,8 @@ class FileBlobWriter:
         except BaseException:
             _unlink_quietly(self._temp)
             raise
+        # Off the database thread: the unit that stores the message only INSERTs the text.
+        self._store.texts.prepare(blob_id, self._store.path(blob_id), self._size)
         return BlobRef(id=blob_id, size=self._size)
 
     def abort(self) -> None:

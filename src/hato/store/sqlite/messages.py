@@ -34,7 +34,7 @@ from hato.store.model import (
     Message,
     canonical_flag,
 )
-from hato.store.sqlite import changes, mailboxes, refs
+from hato.store.sqlite import changes, mailboxes, refs, textindex
 from hato.store.sqlite.db import Unit
 
 BlobExists = Callable[[str], bool]
@@ -188,6 +188,7 @@ def append(
     date = unit.now if internal_date is None else internal_date
     row = (blob.id, blob.size, date, bits, _keyword_text(keywords), _next_email_id(unit))
     (uid,) = _insert(unit, mailbox, [row], modseq=modseq)
+    textindex.stored(unit, blob.id)  # the full-text document, in the same unit
     return Appended(mailbox.account_id, mailbox.id, uid, modseq, mailbox.uidvalidity)
 
 
@@ -216,6 +217,8 @@ def deliver(
         row = (blob.id, blob.size, date, bits, _keyword_text(keywords), email_id)
         (uid,) = _insert(unit, mailbox, [row], modseq=modseq)
         appended.append(Appended(mailbox.account_id, mailbox.id, uid, modseq, mailbox.uidvalidity))
+    if appended:
+        textindex.stored(unit, blob.id)  # the full-text document, in the same unit
     return appended
 
 

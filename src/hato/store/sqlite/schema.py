@@ -14,6 +14,10 @@ import sqlite3
 from collections.abc import Callable, Sequence
 
 from hato.core.errors import SchemaVersionError
+from hato.store.sqlite.queue import migrate_queue
+from hato.store.sqlite.reports import migrate_reports
+from hato.store.sqlite.sieve import migrate_sieve_tables
+from hato.store.sqlite.textindex import migrate as migrate_fulltext
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -102,7 +106,13 @@ def _v1(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1,)
+MIGRATIONS: tuple[Migration, ...] = (
+    _v1,
+    migrate_sieve_tables,
+    migrate_queue,
+    migrate_fulltext,
+    migrate_reports,
+)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

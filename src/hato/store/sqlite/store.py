@@ -21,6 +21,7 @@ for files.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -29,7 +30,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from hato.core.clock import Clock, SystemClock
 from hato.core.log import event
-from hato.store.api import MailStore
+from hato.store.api import MailStore, ReportStore
+from hato.store.fulltext import TextHits, TextScope
 from hato.store.model import (
     INBOX,
     Account,
@@ -45,10 +47,23 @@ from hato.store.model import (
     Mailbox,
     Message,
     QuotaUsage,
+    ScriptQuota,
+    SieveScript,
 )
-from hato.store.sqlite import accounts, changes, mailboxes, messages, refs, schema
+from hato.store.sqlite import (
+    accounts,
+    changes,
+    mailboxes,
+    messages,
+    refs,
+    schema,
+    sieve,
+    textindex,
+)
 from hato.store.sqlite.blobs import PIN_TTL, FileBlobStore, fsync_dir
 from hato.store.sqlite.db import CommitStats, Database, Unit
+from hato.store.sqlite.queue import QueueMethods
+from hato.store.sqlite.reports import ReportMethods
 
 T = TypeVar("T")
 
@@ -58,7 +73,7 @@ TMP_DIR = "tmp"
 SWEEP_INTERVAL = 60.0  # seconds between looks for abandoned blob pins
 
 
-class SqliteStore:
+class SqliteStore(QueueMethods, ReportMethods):
     """The embedded mail store; create it with ``open_store``."""
 
     def __init__(self, data_dir: Path, *, clock: Clock) -> None:
@@ -76,10 +91,12 @@ class SqliteStore:
             prologue=self._clear_orphans,
             epilogue=self._sweep_abandoned,
         )
+        self._indexer = textindex.Indexer(self._read, self._write, self._blobs.path)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def _start(self) -> None:
         await self._db.start()
+        self._indexer.start()  # fills full-text documents left pending (textindex.py)
 
     def _setup(self, conn: sqlite3.Connection) -> None:
         """On the database thread before any unit: migrate, then recover from a crash."""
@@ -102,6 +119,7 @@ class SqliteStore:
             event("store.recovered", temp_files=temps, blobs_swept=swept)
 
     async def close(self) -> None:
+        await self._indexer.stop()
         await self._db.close()
 
     @property
@@ -119,6 +137,7 @@ class SqliteStore:
 
     async def _write(self, fn: Callable[[Unit], T]) -> T:
         def work(unit: Unit) -> T:
+            unit.memo[textindex.CACHE_KEY] = self._blobs.texts
             try:
                 return fn(unit)
             finally:
@@ -138,6 +157,10 @@ class SqliteStore:
         used: list[str] = unit.memo.get(refs.USED, [])
         for blob_id in used:
             unit.on_commit(self._releaser(blob_id))
+        for blob_id in unit.memo.get(textindex.STORED_KEY, []):
+            unit.on_commit(functools.partial(self._blobs.texts.discard, blob_id))  # indexed now
+        if unit.memo.get(textindex.PENDING_KEY):
+            unit.on_commit(self._indexer.kick_threadsafe)
 
     def _releaser(self, blob_id: str) -> Callable[[], None]:
         return lambda: self._blobs.release(blob_id)
@@ -149,6 +172,7 @@ class SqliteStore:
             return
         self._last_sweep = now
         for blob_id in self._blobs.abandoned(older_than=now - PIN_TTL):
+            self._blobs.texts.discard(blob_id)
             if self._blobs.forget(blob_id, referenced=refs.referenced(conn, blob_id)):
                 event("store.blob.abandoned", blob=blob_id)
 
@@ -358,6 +382,69 @@ class SqliteStore:
     async def quota_usage(self, account_id: int) -> QuotaUsage:
         return await self._read(lambda u: changes.quota_usage(u, account_id))
 
+    # -- full-text search (textindex.py) -----------------------------------------------------
+    async def search_text(
+        self, mailbox_id: int, query: str, *, scope: TextScope
+    ) -> TextHits | None:
+        return await self._read(lambda u: textindex.search(u, mailbox_id, query, scope=scope))
+
+    async def index_pending(self) -> int:
+        """Index every pending full-text document now; returns how many got text."""
+        return await self._indexer.run()
+
+    async def fulltext_unindexed(self) -> int:
+        """Stored bodies the full-text index holds no text for (pending or too large)."""
+        return await self._read(textindex.unindexed_count)
+
+    # -- Sieve scripts and tracking (sieve.py) -----------------------------------------------
+    async def list_scripts(self, account_id: int) -> list[SieveScript]:
+        return await self._read(lambda u: sieve.list_scripts(u, account_id))
+
+    async def get_script(self, account_id: int, name: str) -> SieveScript | None:
+        return await self._read(lambda u: sieve.get_script(u, account_id, name))
+
+    async def get_active_script(self, account_id: int) -> SieveScript | None:
+        return await self._read(lambda u: sieve.get_active_script(u, account_id))
+
+    async def put_script(
+        self,
+        account_id: int,
+        name: str,
+        content: str,
+        *,
+        quota: ScriptQuota | None = None,
+        activate: bool = False,
+    ) -> SieveScript:
+        return await self._write(
+            lambda u: sieve.put_script(
+                u, account_id, name, content, quota=quota, activate=activate
+            )
+        )
+
+    async def check_script_space(
+        self, account_id: int, name: str, size: int, *, quota: ScriptQuota
+    ) -> None:
+        await self._read(lambda u: sieve.check_space(u, account_id, name, size, quota=quota))
+
+    async def set_active_script(self, account_id: int, name: str | None) -> None:
+        await self._write(lambda u: sieve.set_active(u, account_id, name))
+
+    async def delete_script(self, account_id: int, name: str) -> None:
+        await self._write(lambda u: sieve.delete_script(u, account_id, name))
+
+    async def rename_script(self, account_id: int, old: str, new: str) -> SieveScript:
+        return await self._write(lambda u: sieve.rename_script(u, account_id, old, new))
+
+    async def sieve_tracked(self, account_id: int, key: str) -> bool:
+        return await self._read(lambda u: sieve.tracked(u, account_id, key))
+
+    async def sieve_track(
+        self, account_id: int, key: str, *, expires: float, refresh: bool = False
+    ) -> bool:
+        return await self._write(
+            lambda u: sieve.track(u, account_id, key, expires=expires, refresh=refresh)
+        )
+
 
 def _make_layout(data_dir: Path) -> None:
     for directory in (data_dir, data_dir / BLOB_DIR, data_dir / TMP_DIR):
@@ -379,4 +466,7 @@ async def open_store(data_dir: Path, *, clock: Clock | None = None) -> SqliteSto
 if TYPE_CHECKING:  # mypy proves the backend implements the whole interface
 
     def _implements_mail_store(store: SqliteStore) -> MailStore:
+        return store
+
+    def _implements_report_store(store: SqliteStore) -> ReportStore:
         return store

@@ -1,0 +1,215 @@
+"""Benchmark: SMTP receive throughput of Hato vs Debian Postfix (Maildir), plus peak memory.
+
+Drives both servers with Postfix's ``smtp-source`` (10 sessions, messages of 1 KB and 100 KB,
+several messages per session) in the same run, and reports messages per second accepted *and
+stored*: for Hato "250" already means fsynced and committed; for Postfix the clock stops when
+the last message is in the Maildir (local delivery via ``virtual_mailbox_domains``). Then
+measures Hato's peak RSS growth while it receives one 50 MB message.
+
+Usage (as root, from the project root):
+    PYTHONPATH=src python3 bench/smtp_receive.py [--small 2000] [--large 300]
+Prints a Markdown table for docs/benchmarks.md. ``--serve DIR`` is the internal server mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pwd
+import shutil
+import smtplib
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "smtp"))  # postfixkit: the private Postfix helper
+
+SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+SESSIONS = 10
+DOMAIN = "example.test"
+RCPT = f"alice@{DOMAIN}"
+
+
+# -- Hato, in its own process ---------------------------------------------------------------
+async def _serve(data_dir: Path) -> None:
+    from hato.codec.smtp import Limits
+    from hato.policy.authn import Authenticator
+    from hato.policy.smtp import Role
+    from hato.servers.base import Listener, TlsMode
+    from hato.servers.smtp import SmtpListener, SmtpService, SmtpSettings
+    from hato.store.sqlite import open_store
+
+    store = await open_store(data_dir)
+    settings = SmtpSettings(
+        hostname="mx.example.test",
+        listeners=(SmtpListener(Listener("127.0.0.1", 0, TlsMode.NONE), Role.MX),),
+        limits=Limits(max_transactions=100_000),
+        max_connections_per_ip=100,
+    )
+    service = SmtpService(settings, store, Authenticator(store))
+    await service.start()
+    print(f"PORT {service.port_for(Role.MX, TlsMode.NONE)}", flush=True)
+    await asyncio.Event().wait()
+
+
+async def _seed(data_dir: Path) -> None:
+    """Domain and account, made here so the server process never runs argon2 (64 MiB)."""
+    from hato.policy.authn import make_credentials
+    from hato.store.sqlite import open_store
+
+    store = await open_store(data_dir)
+    try:
+        await store.add_domain(DOMAIN)
+        await store.add_account(RCPT, make_credentials("bench"))
+    finally:
+        await store.close()
+
+
+class Hato:
+    def __init__(self, data_dir: Path) -> None:
+        asyncio.run(_seed(data_dir))
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(data_dir)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"hato did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def status(self, field: str) -> int:
+        """A /proc/PID/status field in KiB (VmRSS, VmHWM)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def smtp_source(port: int, *, count: int, size: int) -> float:
+    """Seconds for ``count`` messages of ``size`` octets over SESSIONS sessions."""
+    started = time.perf_counter()
+    subprocess.run(
+        [SMTP_SOURCE, "-d", "-s", str(SESSIONS), "-m", str(count), "-l", str(size),
+         "-f", "bench@source.test", "-t", RCPT, "-M", "source.test", f"127.0.0.1:{port}"],
+        check=True,
+        timeout=900,
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def hato_run(work: Path, *, count: int, size: int) -> float:
+    server = Hato(work / f"hato-{size}")
+    try:
+        smtp_source(server.port, count=10, size=size)  # warm up (imports, first fsyncs)
+        return count / smtp_source(server.port, count=count, size=size)
+    finally:
+        server.stop()
+
+
+# -- Postfix delivering to Maildir --------------------------------------------------------------
+def postfix_run(work: Path, *, count: int, size: int) -> float:
+    from postfixkit import PostfixInstance
+
+    user = pwd.getpwnam("postfix")
+    base = work / f"postfix-{size}"
+    mail = base / "mail"
+    postfix = PostfixInstance(
+        base,
+        settings={
+            "virtual_mailbox_domains": DOMAIN,
+            "virtual_mailbox_base": str(mail),
+            "virtual_mailbox_maps": f"static:{DOMAIN}/alice/",  # trailing "/": Maildir
+            "virtual_uid_maps": f"static:{user.pw_uid}",
+            "virtual_gid_maps": f"static:{user.pw_gid}",
+            "virtual_minimum_uid": str(min(user.pw_uid, 100)),
+            "message_size_limit": "0",
+            "virtual_mailbox_limit": "0",
+        },
+    )
+    mail.mkdir()
+    shutil.chown(mail, user=user.pw_uid, group=user.pw_gid)
+    postfix.start()
+    maildir = mail / DOMAIN / "alice" / "new"
+    try:
+        smtp_source(postfix.port, count=10, size=size)
+        _wait_files(maildir, 10)
+        started = time.perf_counter()
+        smtp_source(postfix.port, count=count, size=size)
+        _wait_files(maildir, 10 + count)
+        return count / (time.perf_counter() - started)
+    finally:
+        postfix.stop()
+
+
+def _wait_files(directory: Path, count: int) -> None:
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if directory.is_dir() and len(os.listdir(directory)) >= count:
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"{directory}: fewer than {count} messages delivered")
+
+
+# -- Hato memory while receiving 50 MB ------------------------------------------------------------
+def hato_peak_rss(work: Path, *, megabytes: int = 50) -> tuple[int, int, float]:
+    """(baseline KiB, peak growth KiB, seconds) for one message of ``megabytes`` MB."""
+    server = Hato(work / "hato-rss")
+    line = b"x" * 76 + b"\r\n"
+    body = b"Subject: big\r\n\r\n" + line * (megabytes * 1_000_000 // len(line))
+    try:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=120) as client:
+            client.sendmail("bench@source.test", [RCPT], b"Subject: warm\r\n\r\nup\r\n")
+            baseline = server.status("VmHWM")
+            started = time.perf_counter()
+            client.sendmail("bench@source.test", [RCPT], body)
+            seconds = time.perf_counter() - started
+        return baseline, server.status("VmHWM") - baseline, seconds
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=2000, help="1 KB messages per server")
+    parser.add_argument("--large", type=int, default=300, help="100 KB messages per server")
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(_serve(args.serve))
+        return
+    with tempfile.TemporaryDirectory(prefix="hato-bench-") as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o755)
+        rows = []
+        for label, size, count in (("1 KB", 1024, args.small), ("100 KB", 102_400, args.large)):
+            hato = hato_run(work, count=count, size=size)
+            postfix = postfix_run(work, count=count, size=size)
+            rows.append((label, count, hato, postfix))
+        baseline, growth, seconds = hato_peak_rss(work)
+    print(f"smtp-source -d -s {SESSIONS}, one recipient, {os.cpu_count()} CPUs\n")
+    print("| message size | messages | Hato msg/s | Postfix msg/s | Hato / Postfix |")
+    print("|---|---|---|---|---|")
+    for label, count, hato, postfix in rows:
+        print(f"| {label} | {count} | {hato:.0f} | {postfix:.0f} | {hato / postfix:.2f}× |")
+    print(
+        f"\nHato peak RSS while receiving one 50 MB message: baseline {baseline / 1024:.1f} MiB,"
+        f" growth {growth / 1024:.1f} MiB, {seconds:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

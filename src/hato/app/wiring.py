@@ -1,0 +1,105 @@
+"""The composition root: configuration → store → authenticator → TLS → protocol services.
+
+This is the only module that knows every service's settings type; each server stays
+independent of the TOML schema (CONVENTIONS.md §10). ``hato serve`` calls ``build_services``
+and hands the list to ``hato.app.runtime.run_services``.
+
+Security: the TLS context is built once from the configured certificate and key and shared by
+every listener; a listener that needs TLS without a certificate is a configuration error
+caught by ``hato.app.config`` before we get here.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from hato.app.config import Config
+from hato.codec.smtp import Limits
+from hato.core.clock import Clock, SystemClock
+from hato.policy.authn import Authenticator
+from hato.policy.smtp import Role
+from hato.servers.base import Service
+from hato.servers.imap import ImapService, ImapSettings
+from hato.servers.pop3 import Pop3Server, Pop3Settings
+from hato.servers.smtp import SmtpListener, SmtpService, SmtpSettings
+from hato.servers.tls import server_context
+from hato.store.api import MailStore
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The one server TLS context, or None when no certificate is configured."""
+    if config.tls.cert is None or config.tls.key is None:
+        return None
+    return server_context(config.tls.cert, config.tls.key)
+
+
+def smtp_settings(config: Config) -> SmtpSettings:
+    smtp = config.smtp
+    listeners = (
+        tuple(SmtpListener(lst, Role.MX) for lst in smtp.mx_listeners)
+        + tuple(SmtpListener(lst, Role.SUBMISSION) for lst in smtp.submission_listeners)
+        + tuple(SmtpListener(lst, Role.SUBMISSION) for lst in smtp.submissions_listeners)
+    )
+    return SmtpSettings(
+        hostname=config.server.hostname,
+        listeners=listeners,
+        limits=Limits(
+            max_message_size=smtp.max_message_size,
+            max_recipients=smtp.max_recipients,
+            max_errors=smtp.max_errors,
+        ),
+        idle_timeout=smtp.idle_timeout,
+        session_timeout=smtp.max_session_time,
+        max_connections=smtp.max_connections,
+        max_connections_per_ip=smtp.max_connections_per_ip,
+        max_received=smtp.max_received_headers,
+        quota_permanent=smtp.quota_error == "permanent",
+    )
+
+
+def imap_settings(config: Config) -> ImapSettings:
+    imap = config.imap
+    return ImapSettings(
+        hostname=config.server.hostname,
+        listeners=imap.listeners + imap.tls_listeners,
+        cert_file=config.tls.cert,
+        key_file=config.tls.key,
+        idle_timeout=imap.idle_timeout,
+        max_line=imap.max_line_length,
+        append_limit=imap.append_limit,
+        max_connections=imap.max_connections,
+    )
+
+
+def pop3_settings(config: Config) -> Pop3Settings:
+    pop3 = config.pop3
+    return Pop3Settings(
+        hostname=config.server.hostname,
+        listeners=pop3.listeners + pop3.tls_listeners,
+        idle_timeout=pop3.idle_timeout,
+        max_connections=pop3.max_connections,
+    )
+
+
+def build_services(
+    config: Config, store: MailStore, *, clock: Clock | None = None
+) -> list[Service]:
+    """Every service the configuration asks for, ready to start."""
+    clock = clock or SystemClock()
+    tls = tls_context(config)
+    authenticator = Authenticator(
+        store, clock=clock, plaintext_on_loopback=config.server.demo
+    )
+    services: list[Service] = []
+    smtp = smtp_settings(config)
+    if smtp.listeners:
+        services.append(SmtpService(smtp, store, authenticator, tls=tls, clock=clock))
+    imap = imap_settings(config)
+    if imap.listeners:
+        services.append(ImapService(imap, store, authenticator, clock=clock))
+    pop3 = pop3_settings(config)
+    if pop3.listeners:
+        services.append(
+            Pop3Server(pop3, store=store, authenticator=authenticator, tls_context=tls)
+        )
+    return services

@@ -1,0 +1,106 @@
+"""Sieve mail filtering (RFC 5228 and extensions): compile a script, run it on a message.
+
+Sans-IO: ``parse_script`` turns text into a checked ``Script`` (or raises ``SieveError``
+listing every error with its line); ``run_script`` decides what to do with one message and
+returns a ``SieveResult`` of frozen action values that delivery carries out. Mailbox
+existence, duplicate tracking, time and the environment are injected. The supported
+capabilities are ``ALL_EXTENSIONS`` (see ``language`` for the standards).
+Leaves out: extlists (RFC 6134), metadata (RFC 5490 §3), notification methods other than mailto.
+Security: scripts are user input: size, instruction, action, redirect, include and variable
+limits (``SieveLimits``) bound every run; the interpreter performs no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hato.codec.sieve.actions import (
+    Action,
+    Discard,
+    DuplicateMark,
+    Ereject,
+    FileInto,
+    Keep,
+    Notify,
+    Redirect,
+    Reject,
+    SieveResult,
+    Vacation,
+    action_name,
+)
+from hato.codec.sieve.interpreter import run_block, run_script, test
+from hato.codec.sieve.language import ALL_EXTENSIONS, Cmd, Extension, Script, Spec
+from hato.codec.sieve.parser import parse
+from hato.codec.sieve.runtime import DuplicateTracker, Envelope, Runtime, SieveLimits
+from hato.codec.sieve.validate import Checker, Library, Settings
+from hato.core.errors import SieveError
+
+
+def parse_script(
+    text: str,
+    *,
+    extensions: frozenset[str] = ALL_EXTENSIONS,
+    include_loader: Callable[[str, str], str | None] | None = None,
+    custom: tuple[Extension, ...] = (),
+    limits: SieveLimits | None = None,
+    name: str = "",
+) -> Script:
+    """Compile ``text``. ``extensions`` are the capabilities a script may require;
+    ``include_loader(location, name)`` returns an included script's text ("personal" or
+    "global" location) or None when it does not exist; ``custom`` adds host extensions.
+
+    Raises SieveError whose ``errors`` list every (line, message), ending with
+    ``(0, "parse failed")`` or ``(0, "validation failed")``.
+    """
+    limits = limits or SieveLimits()
+    size = len(text.encode("utf-8", "surrogateescape"))
+    if size > limits.max_script_size:
+        raise SieveError([(0, f"script is too large (max {limits.max_script_size} bytes)")])
+    nodes, errors = parse(text)
+    if errors:
+        raise SieveError([*errors, (0, "parse failed")])
+    library = Library(
+        include_loader,
+        Settings(max_include_depth=limits.max_include_depth, max_includes=limits.max_includes),
+    )
+    found: list[tuple[int, str]] = []
+    checker = Checker(
+        allowed=extensions, custom=custom, library=library, errors=found, script_name=name
+    )
+    commands = checker.script(nodes)
+    if found:
+        raise SieveError([*found, (0, "validation failed")])
+    includes = {
+        key: Script(cmds, required, name=key[1]) for key, (cmds, required) in library.scripts.items()
+    }
+    return Script(commands, frozenset(checker.required), includes, custom, name)
+
+
+__all__ = [
+    "ALL_EXTENSIONS",
+    "Action",
+    "Cmd",
+    "Discard",
+    "DuplicateMark",
+    "DuplicateTracker",
+    "Envelope",
+    "Ereject",
+    "Extension",
+    "FileInto",
+    "Keep",
+    "Notify",
+    "Redirect",
+    "Reject",
+    "Runtime",
+    "Script",
+    "SieveError",
+    "SieveLimits",
+    "SieveResult",
+    "Spec",
+    "Vacation",
+    "action_name",
+    "parse_script",
+    "run_block",
+    "run_script",
+    "test",
+]

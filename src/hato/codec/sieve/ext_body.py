@@ -1,0 +1,87 @@
+"""Sieve "body" (RFC 5173): matching the message body, raw, by content type, or as text.
+
+Implements RFC 5173 §5 (the body transforms :raw, :content and :text), §5.2 (:content
+searches every part, descending into multiparts and message/rfc822; "" matches every type,
+"type" matches all subtypes, "type/subtype" exactly; text parts are transfer-decoded and
+converted to UTF-8; a matching multipart contributes its prologue and epilogue) and §5.3
+(:text: the text parts, HTML reduced to its text). Leaves out: nothing.
+"""
+
+from __future__ import annotations
+
+from hato.codec.mime import Part, decode_body, html_to_text, text_content
+from hato.codec.mime.content import decode_encapsulated
+from hato.codec.sieve.language import Cmd
+from hato.codec.sieve.runtime import CommandFn, Runtime, TestFn
+
+
+def _type_matches(part: Part, wanted: str) -> bool:
+    if wanted == "":
+        return True
+    if "/" in wanted:
+        kind, _, sub = wanted.partition("/")
+        if "/" in sub:
+            return False
+        return part.content_type == kind.lower() and part.subtype == sub.lower()
+    return part.content_type == wanted.lower()
+
+
+def _walk(part: Part, data: bytes) -> list[tuple[Part, bytes]]:
+    out = [(part, data)]
+    for child in part.children:
+        out.extend(_walk(child, data))
+    if part.message is not None:
+        out.extend(_walk(part.message, data))
+    elif part.mime_type == "message/rfc822":
+        inner = decode_encapsulated(part, data)
+        if inner is not None:
+            out.extend(_walk(inner[0], inner[1]))
+    return out
+
+
+def _part_text(part: Part, data: bytes) -> str | None:
+    if part.children:
+        # RFC 5173 §5.2: a multipart's own content is its prologue and epilogue
+        first, last = part.children[0], part.children[-1]
+        head = data[part.body_start : first.header_start]
+        tail = data[last.body_end : part.body_end]
+        return (head + tail).decode("utf-8", "replace")
+    if part.message is not None:
+        return None
+    if part.content_type == "text":
+        text = text_content(part, data)
+        return text
+    return decode_body(part, data).decode("utf-8", "replace")
+
+
+def body_texts(rt: Runtime, cmd: Cmd) -> list[str]:
+    """The strings a body test matches against."""
+    root = rt.part
+    data = rt.message
+    if "raw" in cmd.tags:
+        return [data[root.body_start : root.body_end].decode("utf-8", "surrogateescape")]
+    wanted = rt.expand_all(cmd.tag_strings("content") or ()) if "content" in cmd.tags else None
+    out: list[str] = []
+    for part, source in _walk(root, data):
+        if part is root and part.children:
+            continue
+        if wanted is None:  # :text (the default)
+            if part.content_type != "text" or part.children:
+                continue
+            text = text_content(part, source)
+            out.append(html_to_text(text) if part.subtype == "html" else text)
+            continue
+        if not any(_type_matches(part, w) for w in wanted):
+            continue
+        text = _part_text(part, source)
+        if text is not None:
+            out.append(text)
+    return out
+
+
+def _body(rt: Runtime, cmd: Cmd) -> bool:
+    return rt.matches(cmd, body_texts(rt, cmd), rt.expand_all(cmd.strings(0)))
+
+
+COMMANDS: dict[str, CommandFn] = {}
+TESTS: dict[str, TestFn] = {"body": _body}

@@ -1,0 +1,127 @@
+"""Sieve MIME part tests and iteration: "mime", "foreverypart" and "extracttext" (RFC 5703),
+plus the header-field selection of "index" (RFC 5260 §6) shared by header/address/date.
+
+Implements RFC 5703 §3 (foreverypart over every body part below the top level, depth first,
+encapsulated messages included; break [:name]), §4 (:mime on header/address/exists; :anychild
+for the current part and every part below; :type, :subtype, :contenttype and :param on
+Content-Type and Content-Disposition), §7 (extracttext [:first n] with the set modifiers of
+RFC 5229 §4). RFC 5260 §6: :index n picks the n-th field of a name, :last counts from the end.
+Leaves out: replace and enclose (RFC 5703 §5-§6).
+"""
+
+from __future__ import annotations
+
+from hato.codec.mime import Part, parse_mime_value, text_content
+from hato.codec.mime.content import decode_encapsulated
+from hato.codec.sieve.ext_variables import apply_modifiers
+from hato.codec.sieve.language import Cmd
+from hato.codec.sieve.runtime import Break, CommandFn, Runtime, TestFn, runtime_error
+from hato.codec.sieve.strings import Ref
+
+
+def select_fields(cmd: Cmd, values: list[str]) -> list[str]:
+    """RFC 5260 §6: with :index n only the n-th field (from the end with :last)."""
+    index = cmd.tag_number("index")
+    if index is None:
+        return values
+    pos = len(values) - index if "last" in cmd.tags else index - 1
+    return [values[pos]] if 0 <= pos < len(values) else []
+
+
+def parts_for(rt: Runtime, cmd: Cmd) -> list[Part]:
+    """The parts a header/address/exists test looks at (RFC 5703 §4.1)."""
+    if "mime" not in cmd.tags:
+        return [rt.part]
+    current = rt.current_part()
+    if "anychild" in cmd.tags:
+        return list(_walk(rt, current))
+    return [current]
+
+
+def header_values(rt: Runtime, cmd: Cmd, name: str, part: Part) -> list[str]:
+    """The values a header test compares for ``name`` in ``part``."""
+    option = next((t for t in ("type", "subtype", "contenttype", "param") if t in cmd.tags), None)
+    if option is None:
+        return select_fields(cmd, rt.header_values(name, part))
+    key = name.lower()
+    if key not in ("content-type", "content-disposition"):
+        return []
+    values = select_fields(cmd, rt.raw_header_values(name, part))
+    out: list[str] = []
+    for value in values:
+        parsed = parse_mime_value(value, with_subtype=key == "content-type")
+        if parsed is None:
+            continue
+        if option == "type":
+            out.append(parsed.type)
+        elif option == "subtype":
+            out.append(parsed.subtype or "")
+        elif option == "contenttype":
+            out.append(parsed.type + (f"/{parsed.subtype}" if parsed.subtype else ""))
+        else:
+            wanted = [p.lower() for p in rt.expand_all(cmd.tag_strings("param") or ())]
+            params = dict(parsed.params)
+            out.extend(params[w] for w in wanted if w in params)
+    return out
+
+
+def _children(rt: Runtime, part: Part) -> list[Part]:
+    if part.children:
+        return list(part.children)
+    if part.message is not None:
+        return [part.message]
+    inner = decode_encapsulated(part, rt.message) if part.mime_type == "message/rfc822" else None
+    return [inner[0]] if inner is not None and inner[1] is rt.message else []
+
+
+def _walk(rt: Runtime, part: Part) -> list[Part]:
+    out = [part]
+    for child in _children(rt, part):
+        out.extend(_walk(rt, child))
+    return out
+
+
+def _foreverypart(rt: Runtime, cmd: Cmd) -> None:
+    start = rt.current_part()
+    depth = len(rt.parts)
+    targets: list[Part] = []
+    for child in _children(rt, start):
+        targets.extend(_walk(rt, child))
+    for target in targets:
+        rt.parts.append(target)
+        try:
+            rt.run_block(cmd.block or ())
+        except Break as brk:
+            if brk.depth < depth:
+                raise
+            return
+        finally:
+            del rt.parts[depth:]
+
+
+def _break(rt: Runtime, cmd: Cmd) -> None:
+    depth = cmd.extra.get("depth")
+    raise Break(depth if isinstance(depth, int) else len(rt.parts) - 1)
+
+
+def _extracttext(rt: Runtime, cmd: Cmd) -> None:
+    part = rt.current_part()
+    text = ""
+    if part.content_type == "text" and not part.children:
+        text = text_content(part, rt.message)
+    first = cmd.tag_number("first")
+    if first is not None:
+        text = text[:first]  # RFC 5703 §7: the first n characters
+    target = cmd.extra.get("target")
+    if target is None:
+        raise runtime_error(cmd, "extracttext: no variable")
+    assert isinstance(target, Ref)
+    rt.assign(target, apply_modifiers(cmd, text))
+
+
+COMMANDS: dict[str, CommandFn] = {
+    "foreverypart": _foreverypart,
+    "break": _break,
+    "extracttext": _extracttext,
+}
+TESTS: dict[str, TestFn] = {}

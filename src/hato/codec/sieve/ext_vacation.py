@@ -1,0 +1,160 @@
+"""Sieve "vacation" and "vacation-seconds" (RFC 5230, RFC 6131): deciding an auto-reply.
+
+Implements RFC 5230 §4.1 (:days, default and bounds from SieveLimits; RFC 6131 §2 :seconds),
+§4.2 (the handle: :handle, else one derived from reason, :subject, :from and :mime), §4.3-§4.4
+(:from, :subject, default "Auto: " + the original subject), §4.5 (reply only when one of the
+user's addresses - the envelope recipient and :addresses - is in To/Cc/Bcc/Resent-*, and
+never to one's own address), §4.6 and RFC 3834 §2 (no reply to the null sender, to
+Auto-Submitted mail, Precedence bulk/list/junk, List-* mail, or mailer-daemon/-request/owner-
+senders), §4.7 (once per sender per period, via the duplicate tracker; the Vacation action
+carries the key to record). Composing the reply is ``compose``. Leaves out: nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from hato.codec.sieve.actions import Vacation
+from hato.codec.sieve.addresses import parse_mailbox
+from hato.codec.sieve.language import Cmd
+from hato.codec.sieve.runtime import CommandFn, Runtime, TestFn
+
+_LIST_HEADERS = (
+    "list-id",
+    "list-help",
+    "list-subscribe",
+    "list-unsubscribe",
+    "list-post",
+    "list-owner",
+    "list-archive",
+)
+# RFC 3834 §2 / RFC 5230 §4.6: senders that are robots
+_ROBOT = re.compile(
+    r"^(owner-.*|.*-request|.*-owner|mailer-daemon|mailer|listserv|majordomo|postmaster)$",
+    re.IGNORECASE,
+)
+_RECIPIENT_HEADERS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
+MAX_SUBJECT = 256
+
+
+def _norm(address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.lower()}" if local else address.lower()
+
+
+def suppressed(rt: Runtime, sender: str, mine: set[str]) -> str | None:
+    """Why no auto-reply may be sent (RFC 3834 §2, RFC 5230 §4.5-§4.6), or None."""
+    if not sender:
+        return "null sender"
+    if _norm(sender) in mine:
+        return "own address"
+    local = sender.rpartition("@")[0]
+    if _ROBOT.match(local):
+        return "robot sender"
+    for value in rt.header_values("auto-submitted"):
+        if value.split(";")[0].strip().lower() != "no":
+            return "auto-submitted"
+    for value in rt.header_values("precedence"):
+        if value.strip().lower() in ("bulk", "list", "junk"):
+            return "bulk precedence"
+    if any(rt.part.header(h) is not None for h in _LIST_HEADERS):
+        return "mailing list"
+    found = {
+        _norm(a) for h in _RECIPIENT_HEADERS for v in rt.raw_header_values(h) for a in rt.addresses_of(v)
+    }
+    if not found & mine:
+        return "not addressed to the user"
+    return None
+
+
+def _reply_to(rt: Runtime, sender: str) -> str:
+    """The To of the reply: the sender's own header field form when it names them."""
+    for name in ("reply-to", "sender", "resent-from", "from"):
+        for value in rt.raw_header_values(name):
+            for address in rt.addresses_of(value):
+                if _norm(address) == _norm(sender):
+                    return _display(value, address)
+    return f"<{sender}>"
+
+
+def _display(value: str, address: str) -> str:
+    m = re.match(r'\s*("(?:[^"\\]|\\.)*"|[^<,]*?)\s*<', value)
+    if m and m.group(1).strip():
+        return f"{m.group(1).strip()} <{address}>"
+    return f"<{address}>"
+
+
+def truncate_subject(subject: str) -> str:
+    if len(subject) <= MAX_SUBJECT:
+        return subject
+    return subject[: MAX_SUBJECT - 1].rstrip() + "\u2026"
+
+
+def _vacation(rt: Runtime, cmd: Cmd) -> None:
+    reason = rt.expand(cmd.string(0))
+    subject_arg = cmd.tag_string("subject")
+    from_arg = cmd.tag_string("from")
+    sender = rt.envelope.from_
+    user = rt.envelope.to
+    mine = {_norm(user)} if user else set()
+    for item in rt.expand_all(cmd.tag_strings("addresses") or ()):
+        address, _ = parse_mailbox(item)
+        if address is not None:
+            mine.add(_norm(address))
+    from_text = rt.expand(from_arg) if from_arg is not None else None
+    if from_text:
+        address, _ = parse_mailbox(from_text)
+        if address is not None:
+            mine.add(_norm(address))
+    if "seconds" in cmd.tags:
+        period = cmd.tag_number("seconds") or 0
+    elif "days" in cmd.tags:
+        period = (cmd.tag_number("days") or 0) * 86400
+    else:
+        period = rt.limits.vacation_default_period
+    period = max(period, rt.limits.vacation_min_period)
+    if rt.limits.vacation_max_period:
+        period = min(period, rt.limits.vacation_max_period)
+    handle_arg = cmd.tag_string("handle")
+    if handle_arg is not None:
+        handle = rt.expand(handle_arg)
+    else:  # RFC 5230 §4.2: the same reason, subject, from and mime make the same handle
+        handle = "\x00".join(
+            (reason, rt.expand(subject_arg) if subject_arg else "", from_text or "", str("mime" in cmd.tags))
+        )
+    recipient = (sender or "").strip("<>")
+    why = suppressed(rt, recipient, mine)
+    key = "vacation:" + hashlib.sha256(
+        f"{handle}\x00{_norm(recipient)}".encode("utf-8", "surrogateescape")
+    ).hexdigest()
+    if why is None and rt.tracker is not None and rt.tracker.seen(key, now=rt.clock.now()):
+        why = "already replied"  # RFC 5230 §4.1: once per period
+    if subject_arg is not None:
+        subject = rt.expand(subject_arg)
+    else:
+        original = rt.header_values("subject")
+        subject = f"Auto: {original[0]}" if original else ""  # RFC 5230 §4.4
+    reply_from = from_text or user
+    message_id = rt.raw_header_values("message-id")
+    references = rt.raw_header_values("references")
+    in_reply_to = message_id[0] if message_id else None
+    refs = " ".join([*references[:1], *message_id[:1]]) or None
+    action = Vacation(
+        recipient=recipient,
+        sender=reply_from,
+        subject=truncate_subject(subject),
+        reason=reason,
+        mime="mime" in cmd.tags,
+        handle=handle,
+        period=period,
+        key=key,
+        in_reply_to=in_reply_to,
+        references=refs,
+        to_header=_reply_to(rt, recipient) if recipient else "",
+    )
+    rt.add(cmd, action, cancel_keep=False, send=why is None)
+
+
+COMMANDS: dict[str, CommandFn] = {"vacation": _vacation}
+TESTS: dict[str, TestFn] = {}

@@ -1,0 +1,419 @@
+"""The state of one Sieve run: message, envelope, variables, match values, actions, limits.
+
+Implements the run-time model of RFC 5228 §2.10 (actions accumulate; implicit keep until
+cancelled, §2.10.2; duplicate keep/fileinto/redirect collapse, §2.10.3; limits on actions and
+redirects, §2.10.4), variable storage and expansion (RFC 5229 §3-§4, values capped), match
+variables (RFC 5229 §3.2), the imap4flags internal variable (RFC 5232 §3) and the message
+as edited by editheader (RFC 5293 §7). Commands and tests live in ``interpreter`` and the
+``ext_*`` modules; they read and change this state.
+Security: everything here is bounded: instruction count, variable size, actions, redirects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from hato.codec.mime import Group, Part, parse_address_list, parse_message
+from hato.codec.mime.headers import header_bytes_to_str, unfold
+from hato.codec.sieve.actions import (
+    Action,
+    Discard,
+    DuplicateMark,
+    Ereject,
+    FileInto,
+    Keep,
+    Notify,
+    Redirect,
+    Reject,
+    Vacation,
+)
+from hato.codec.sieve.addresses import parse_mailbox
+from hato.codec.sieve.language import Cmd, Extension, Script
+from hato.codec.sieve.matchtypes import Matcher, RegexError
+from hato.codec.sieve.strings import Ref, Template
+from hato.core.clock import Clock
+from hato.core.errors import SieveError
+
+
+CommandFn = Callable[["Runtime", Cmd], None]
+TestFn = Callable[["Runtime", Cmd], bool]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The SMTP envelope the script sees (RFC 5228 §5.4): ``from_`` is the reverse-path
+    ("" for the null sender <>, None when unknown), ``to`` the recipient, ``orig_to`` the
+    original recipient (RFC 3461 ORCPT) and ``auth`` the authenticated submitter."""
+
+    from_: str | None
+    to: str
+    orig_to: str | None = None
+    auth: str | None = None
+
+
+@dataclass(frozen=True)
+class SieveLimits:
+    """Resource limits of one run (RFC 5228 §2.10.4 lets implementations limit actions)."""
+
+    max_script_size: int = 1024 * 1024
+    max_instructions: int = 1_000_000
+    max_actions: int = 32
+    max_redirects: int = 4
+    max_include_depth: int = 10
+    max_includes: int = 255
+    max_variable_size: int = 4096
+    max_header_size: int = 2048  # editheader (RFC 5293 §6 leaves it to the implementation)
+    max_notifications: int = 12
+    vacation_default_period: int = 7 * 86400  # RFC 5230 §4.1: default 7 days
+    vacation_min_period: int = 86400  # RFC 5230 §4.1: at least 1 day (RFC 6131 §2: may be less)
+    vacation_max_period: int = 0  # 0 = no maximum
+    duplicate_default_period: int = 7 * 86400  # RFC 7352 §3.2: implementation default
+    duplicate_max_period: int = 0
+    subaddress_delimiter: str = "+"  # RFC 5233 §4
+    # RFC 5293 §6: fields a script may not add / delete
+    editheader_forbid_add: frozenset[str] = frozenset({"received", "auto-submitted"})
+    editheader_forbid_delete: frozenset[str] = frozenset({"received", "auto-submitted"})
+
+
+class DuplicateTracker(Protocol):
+    """Remembers ids for the duplicate test (RFC 7352) and vacation (RFC 5230 §4.2).
+    ``seen`` answers whether ``key`` was recorded and has not expired at ``now``; entries
+    are recorded by delivery from ``SieveResult.marks`` and ``Vacation.key``."""
+
+    def seen(self, key: str, *, now: float) -> bool: ...
+
+
+class Stop(Exception):
+    """``stop`` (RFC 5228 §3.3): end the whole run."""
+
+
+class Return(Exception):
+    """``return`` (RFC 6609 §3.3): end the current (included) script."""
+
+
+class Break(Exception):
+    """``break`` (RFC 5703 §3.2): leave foreverypart loops down to ``depth``."""
+
+    def __init__(self, depth: int) -> None:
+        super().__init__(depth)
+        self.depth = depth
+
+
+def _unset_block(cmds: tuple[Cmd, ...]) -> None:
+    raise RuntimeError("run_block not wired")
+
+
+def _unset_test(cmd: Cmd) -> bool:
+    raise RuntimeError("run_test not wired")
+
+
+def runtime_error(cmd: Cmd, message: str) -> SieveError:
+    return SieveError([(cmd.line, message)])
+
+
+class Runtime:
+    """Mutable state of one run of a compiled script."""
+
+    def __init__(
+        self,
+        script: Script,
+        *,
+        message: bytes,
+        envelope: Envelope,
+        environment: Mapping[str, str],
+        mailbox_exists: Callable[[str], bool],
+        duplicate_tracker: DuplicateTracker | None,
+        clock: Clock,
+        limits: SieveLimits,
+    ) -> None:
+        self.root = script
+        self.script = script
+        self.original = message
+        self.envelope = envelope
+        self.environment = environment
+        self.mailbox_exists = mailbox_exists
+        self.tracker = duplicate_tracker
+        self.clock = clock
+        self.limits = limits
+        self._message = message
+        self._part: Part | None = None
+        self.edited = False
+        self.globals: dict[str, str] = {}
+        self.locals: dict[str, str] = {}
+        self.match: list[str] = []
+        self.actions: list[Action] = []
+        self.withheld: list[Action] = []  # decided not to be sent (RFC 3834 rules, limits)
+        self.implicit_keep = True
+        self.flags: list[str] = []
+        self.flags_used = False
+        self.steps = 0
+        self.included: set[tuple[str, str]] = set()
+        self.include_depth = 0
+        self.parts: list[Part] = []  # foreverypart: the current part, innermost last
+        self.marks: list[DuplicateMark] = []
+        self.special_use_exists: Callable[[str | None, str], bool] = lambda box, flag: False
+        self.custom: dict[str, Extension] = {}
+        for ext in script.custom:
+            self.custom[ext.name] = ext
+        self.state: dict[str, object] = {}  # room for host extensions (test harnesses)
+        # wired by the interpreter: run a command list / evaluate a test in this run
+        self.run_block: Callable[[tuple[Cmd, ...]], None] = _unset_block
+        self.run_test: Callable[[Cmd], bool] = _unset_test
+
+    # -- the message -------------------------------------------------------------------
+
+    @property
+    def message(self) -> bytes:
+        return self._message
+
+    def set_message(self, data: bytes, *, edited: bool = True) -> None:
+        """Replace the current message (editheader edits; host extensions)."""
+        self._message = data
+        self._part = None
+        self.edited = edited
+
+    @property
+    def part(self) -> Part:
+        if self._part is None:
+            self._part = parse_message(self._message)
+        return self._part
+
+    def current_part(self) -> Part:
+        """The part foreverypart is at, else the whole message (RFC 5703 §3)."""
+        return self.parts[-1] if self.parts else self.part
+
+    def header_values(self, name: str, part: Part | None = None) -> list[str]:
+        """Decoded values of every ``name`` field (RFC 5228 §5.7: RFC 2047 decoded, unfolded)."""
+        target = self.part if part is None else part
+        fallback = target.param("charset")
+        return [h.text(fallback_charset=fallback) for h in target.header_all(name)]
+
+    def raw_header_values(self, name: str, part: Part | None = None) -> list[str]:
+        """Values as text without RFC 2047 decoding (for address parsing), unfolded."""
+        target = self.part if part is None else part
+        out = []
+        for field in target.header_all(name):
+            out.append(header_bytes_to_str(unfold(field.raw)).strip(" \t\r\n"))
+        return out
+
+    def addresses_of(self, value: str) -> list[str]:
+        """The addresses in one address field value (RFC 5228 §2.7.4); a value that holds no
+        parsable address is returned as it is (so :all still sees it)."""
+        found = _addresses_in(value)
+        return found if found is not None else [value]
+
+    # -- variables -----------------------------------------------------------------------
+
+    def expand(self, template: Template) -> str:
+        """The string value of a template (RFC 5229 §3: substitution of references)."""
+        out: list[str] = []
+        for piece in template.parts:
+            if isinstance(piece, str):
+                out.append(piece)
+            else:
+                out.append(self.lookup(piece))
+        return "".join(out)
+
+    def expand_all(self, templates: tuple[Template, ...]) -> list[str]:
+        return [self.expand(t) for t in templates]
+
+    def lookup(self, ref: Ref) -> str:
+        if ref.index is not None:
+            return self.match[ref.index] if ref.index < len(self.match) else ""
+        if ref.scope == "local":
+            return self.locals.get(ref.name, "")
+        if ref.scope == "global":
+            return self.globals.get(ref.name, "")
+        for ext in self.custom.values():
+            handler = ext.namespaces.get(ref.scope)
+            if handler is not None:
+                return handler(self, ref) or ""
+        return ""
+
+    def assign(self, ref: Ref, value: str) -> None:
+        # Pigeonhole: values beyond the size limit are cut (RFC 5229 §6 allows limits)
+        value = _cut(value, self.limits.max_variable_size)
+        if ref.scope == "global":
+            self.globals[ref.name] = value
+        elif ref.scope == "local":
+            self.locals[ref.name] = value
+
+    # -- matching ------------------------------------------------------------------------
+
+    def matches(self, cmd: Cmd, values: list[str], keys: list[str]) -> bool:
+        """RFC 5228 §2.7: true when any value matches any key; sets match variables."""
+        assert cmd.match is not None and cmd.comparator is not None
+        matcher = Matcher(cmd.match, cmd.comparator)
+        try:
+            captures = matcher.any(values, keys)
+        except RegexError as exc:
+            raise runtime_error(cmd, f"invalid regular expression for regex match: {exc}") from None
+        if captures is None:
+            return False
+        # RFC 5229 §3.2: a successful :matches (or :regex) sets the match variables
+        if cmd.match.kind in ("matches", "regex") and "variables" in self.script.required:
+            self.match = captures
+        return True
+
+    def step(self, cmd: Cmd) -> None:
+        self.steps += 1
+        if self.steps > self.limits.max_instructions:
+            raise runtime_error(cmd, "execution exceeded the instruction limit")
+
+    # -- actions -------------------------------------------------------------------------
+
+    def current_flags(self, cmd: Cmd, explicit: tuple[Template, ...] | None) -> tuple[str, ...] | None:
+        """The flags a keep/fileinto stores with (RFC 5232 §5)."""
+        if explicit is not None:
+            return tuple(split_flags(self.expand_all(explicit)))
+        if "imap4flags" not in self.script.required and not self.flags_used:
+            return None
+        del cmd
+        return tuple(self.flags)
+
+    def edited_message(self) -> bytes | None:
+        return self._message if self.edited else None
+
+    def add(self, cmd: Cmd, action: Action, *, cancel_keep: bool, send: bool = True) -> None:
+        """Add an action, collapsing duplicates (RFC 5228 §2.10.3) and checking conflicts.
+        ``send`` False: a vacation/notify that was decided not to go out still counts for
+        the conflict rules but is not in the result."""
+        if not send:
+            self._conflicts(cmd, action)
+            self.withheld.append(action)
+            return
+        merged = self._merge(action)
+        if merged is None:
+            self._conflicts(cmd, action)
+            count = sum(1 for a in self.actions if not isinstance(a, Discard))
+            if count >= self.limits.max_actions:
+                raise runtime_error(
+                    cmd,
+                    f"total number of actions exceeds policy limit ({self.limits.max_actions})",
+                )
+            if isinstance(action, Redirect):
+                redirects = sum(1 for a in self.actions if isinstance(a, Redirect))
+                if redirects >= self.limits.max_redirects:
+                    raise runtime_error(
+                        cmd,
+                        "number of redirect actions exceeds policy limit "
+                        f"({self.limits.max_redirects})",
+                    )
+            self.actions.append(action)
+        if cancel_keep:
+            self.implicit_keep = False
+
+    def _merge(self, action: Action) -> Action | None:
+        """Fold ``action`` into an equal earlier one; the earlier one, or None."""
+        for i, old in enumerate(self.actions):
+            if isinstance(action, Keep | FileInto) and isinstance(old, Keep | FileInto):
+                if _store_target(old) == _store_target(action):
+                    self.actions[i] = _merge_store(old, action)
+                    return old
+            elif isinstance(action, Redirect) and isinstance(old, Redirect):
+                if old.address.lower() == action.address.lower():
+                    if old.copy and not action.copy:
+                        self.actions[i] = Redirect(old.address, False, old.message)
+                    return old
+            elif isinstance(action, Discard) and isinstance(old, Discard):
+                return old
+        return None
+
+    def _conflicts(self, cmd: Cmd, action: Action) -> None:
+        everything = self.actions + self.withheld
+        rejecting = any(isinstance(a, Reject | Ereject) for a in self.actions)
+        if isinstance(action, Reject | Ereject):
+            if rejecting:  # RFC 5429 §2.4: at most one reject
+                raise runtime_error(cmd, "duplicate reject/ereject action not allowed")
+            for old in everything:
+                if isinstance(old, Vacation):  # RFC 5429 §2.4: incompatible with vacation
+                    raise runtime_error(cmd, "reject action conflicts with earlier vacation action")
+                if isinstance(old, Keep | FileInto | Redirect) and not _is_copy(old):
+                    raise runtime_error(
+                        cmd, f"reject action conflicts with earlier {_name(old)} action"
+                    )
+        elif rejecting:
+            if isinstance(action, Vacation):
+                raise runtime_error(cmd, "vacation action conflicts with earlier reject action")
+            if isinstance(action, Keep | FileInto | Redirect):
+                raise runtime_error(
+                    cmd, f"{_name(action)} action conflicts with earlier reject action"
+                )
+        if isinstance(action, Vacation) and any(isinstance(a, Vacation) for a in everything):
+            raise runtime_error(cmd, "duplicate vacation action not allowed")  # RFC 5230 §4.7
+
+
+def _is_copy(action: Action) -> bool:
+    return isinstance(action, FileInto | Redirect) and action.copy
+
+
+def _name(action: Action) -> str:
+    from hato.codec.sieve.actions import action_name
+
+    return {"store": "fileinto"}.get(action_name(action), action_name(action))
+
+
+def _store_target(action: Keep | FileInto) -> str:
+    if isinstance(action, Keep):
+        return "INBOX"
+    box = action.mailbox
+    return "INBOX" if box.upper() == "INBOX" else box
+
+
+def _merge_store(old: Keep | FileInto, new: Keep | FileInto) -> Keep | FileInto:
+    if old.flags is None or new.flags is None:
+        flags = old.flags if new.flags is None else new.flags
+    else:
+        flags = tuple(dict.fromkeys((*old.flags, *new.flags)))
+    if isinstance(old, Keep):
+        return Keep(flags, old.message)
+    create = old.create or (isinstance(new, FileInto) and new.create)
+    copy = old.copy and (isinstance(new, FileInto) and new.copy)
+    return FileInto(old.mailbox, flags, create, old.special_use, copy, old.message)
+
+
+def split_flags(values: list[str]) -> list[str]:
+    """RFC 5232 §3: flags are space-separated; duplicates removed, order kept, case-insensitive
+    duplicates folded."""
+    seen: dict[str, str] = {}
+    for value in values:
+        for flag in value.split():
+            seen.setdefault(flag.lower(), flag)
+    return list(seen.values())
+
+
+def _cut(value: str, limit: int) -> str:
+    data = value.encode("utf-8", "surrogateescape")
+    if len(data) <= limit:
+        return value
+    return data[:limit].decode("utf-8", "ignore")
+
+
+def _addresses_in(value: str) -> list[str] | None:
+    out: list[str] = []
+    for item in parse_address_list(value):
+        members = item.members if isinstance(item, Group) else (item,)
+        for mailbox in members:
+            if mailbox.address:
+                out.append(mailbox.address)
+            elif mailbox.local:
+                out.append(mailbox.local)
+    if not out:
+        single, _ = parse_mailbox(value)
+        return [single] if single else None
+    return out
+
+
+__all__ = [
+    "Break",
+    "DuplicateTracker",
+    "Envelope",
+    "Notify",
+    "Return",
+    "Runtime",
+    "SieveLimits",
+    "Stop",
+    "Vacation",
+]

@@ -1,0 +1,343 @@
+"""The full-text index of the embedded store: SQLite FTS5 with the trigram tokenizer.
+
+Answers IMAP SEARCH TEXT and BODY (RFC 9051 §6.4.4: case-insensitive substring matches) with
+the semantics of ``hato.store.fulltext``. One index document per *blob* (shared by every copy
+of a message): table ``fulltext_docs`` (blob id, state) and the FTS5 table ``fulltext`` whose
+rowid is the document id, with two columns: ``header`` (the message's own header values) and
+``body`` (everything else), each the case-folded pieces joined by ``SEPARATOR``.
+
+Why it has neither false negatives nor false positives: the trigram tokenizer
+(``case_sensitive 1``: the text is already case-folded by ``str.casefold``, the query too)
+makes every run of three characters a token, and an FTS5 phrase of the query's trigrams at
+consecutive positions matches exactly where the query is a substring. A query shorter than
+three characters has no trigram: ``search`` returns None and the caller scans. A needle that
+contains ``SEPARATOR`` (or a character the index replaced by it: NUL, lone surrogates) could
+span two pieces: None too.
+
+Kept current inside the units of work: ``store_doc`` runs in the unit that stores a message
+(append, deliver) and ``forget`` in the unit that drops a blob's last message (``refs.py``),
+so the index and the messages commit together. The text is extracted *before* the unit, in the
+blob writer's ``commit`` (a worker thread): ``TextCache`` keeps it until a unit stored it, so
+the database thread only runs the INSERTs. A document whose text is not at hand is stored
+*pending* and filled by the store's background indexer (``pending`` + ``fill``); the schema
+migration marks every existing blob pending, so an upgraded store is indexed in the
+background. Messages larger than ``MAX_INDEXED_SIZE`` are not indexed (*skipped*). Searches
+report pending and skipped messages as ``TextHits.unindexed``: the caller tests them itself.
+
+Left out: ranking (``columnsize=0``), highlighting, word-level search (RFC 6203 FUZZY).
+
+Security: reads message files only at paths derived from checked blob ids (``blobs.py``); the
+query is bound as a parameter and quoted as one FTS5 phrase (no query-syntax injection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hato.core.errors import NotFound
+from hato.core.log import event
+from hato.store.fulltext import SearchableText, TextHits, TextScope, extract, fold
+from hato.store.sqlite.db import Unit
+
+INDEXED = 0
+PENDING = 1
+SKIPPED = 2
+MAX_INDEXED_SIZE = 16 * 1024 * 1024  # octets; larger messages are scanned at search time
+MIN_QUERY = 3  # characters: the trigram tokenizer cannot look up anything shorter
+SEPARATOR = "\x1f"  # between pieces: a needle containing it is answered by a scan
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates: not valid SQLite text
+# unit.memo keys: the writers' TextCache (set by the store), blob ids whose document the
+# unit stored (their cached text is dropped after the commit), "a document is pending".
+CACHE_KEY = "fulltext_cache"
+STORED_KEY = "fulltext_stored"
+PENDING_KEY = "fulltext_pending"
+
+_SCHEMA = (
+    """CREATE TABLE fulltext_docs (
+        id INTEGER PRIMARY KEY,
+        blob_id TEXT NOT NULL UNIQUE,
+        state INTEGER NOT NULL
+    )""",
+    "CREATE INDEX fulltext_docs_unindexed ON fulltext_docs(state) WHERE state != 0",
+    "CREATE VIRTUAL TABLE fulltext USING fts5("
+    "header, body, tokenize = 'trigram case_sensitive 1', columnsize = 0)",
+)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Schema migration: create the index and mark every stored blob pending (the store's
+    background indexer then reads them; searches scan them until it has)."""
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO fulltext_docs (blob_id, state) "
+        "SELECT DISTINCT blob_id, ? FROM messages",
+        (PENDING,),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A blob's text made ready for the index; ``text`` None: not indexable (too large or
+    unreadable), so searches scan it."""
+
+    text: SearchableText | None
+
+
+def prepare_file(path: Path, size: int | None = None) -> Prepared:
+    """Read and extract one message file (blocking: call it off the event loop)."""
+    try:
+        if size is None:
+            size = path.stat().st_size
+        if size > MAX_INDEXED_SIZE:
+            return Prepared(None)
+        data = path.read_bytes()
+    except OSError as exc:
+        event("store.fulltext.unreadable", level=logging.WARNING, error=exc.strerror)
+        return Prepared(None)
+    try:
+        return Prepared(extract(data))
+    except (RecursionError, MemoryError, ValueError) as exc:  # the codec promises none
+        event("store.fulltext.unextractable", level=logging.WARNING, error=repr(exc))
+        return Prepared(None)
+
+
+class TextCache:
+    """Text extracted by blob writers, kept until a unit of work has stored it (thread-safe:
+    writers put from worker threads, units read on the database thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, Prepared] = {}
+
+    def prepare(self, blob_id: str, path: Path, size: int) -> None:
+        with self._lock:
+            if blob_id in self._items:
+                return  # the same content is waiting already
+        prepared = prepare_file(path, size)
+        with self._lock:
+            self._items[blob_id] = prepared
+
+    def get(self, blob_id: str) -> Prepared | None:
+        with self._lock:
+            return self._items.get(blob_id)
+
+    def discard(self, blob_id: str) -> None:
+        with self._lock:
+            self._items.pop(blob_id, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+def _column(pieces: Sequence[str]) -> str:
+    return _UNSAFE.sub(SEPARATOR, SEPARATOR.join(pieces))
+
+
+def _insert_text(conn: sqlite3.Connection, doc_id: int, text: SearchableText) -> None:
+    conn.execute(
+        "INSERT INTO fulltext (rowid, header, body) VALUES (?, ?, ?)",
+        (doc_id, _column(text.header), _column(text.body)),
+    )
+
+
+def store_doc(unit: Unit, blob_id: str, prepared: Prepared | None) -> None:
+    """In the unit that stores a message for ``blob_id``: make sure its document exists
+    (``prepared`` None: the text is not at hand, the document is pending)."""
+    conn = unit.conn
+    if conn.execute("SELECT 1 FROM fulltext_docs WHERE blob_id = ?", (blob_id,)).fetchone():
+        return  # a copy of the same content is indexed (or queued) already
+    if prepared is None:
+        state = PENDING
+        unit.memo[PENDING_KEY] = True
+    else:
+        state = INDEXED if prepared.text is not None else SKIPPED
+    (doc_id,) = conn.execute(
+        "INSERT INTO fulltext_docs (blob_id, state) VALUES (?, ?) RETURNING id", (blob_id, state)
+    ).fetchone()
+    if prepared is not None and prepared.text is not None:
+        _insert_text(conn, int(doc_id), prepared.text)
+
+
+def stored(unit: Unit, blob_id: str) -> None:
+    """Called by every unit that stores a message for ``blob_id`` (append, deliver)."""
+    cache = unit.memo.get(CACHE_KEY)
+    prepared = cache.get(blob_id) if isinstance(cache, TextCache) else None
+    store_doc(unit, blob_id, prepared)
+    stored_ids: list[str] = unit.memo.setdefault(STORED_KEY, [])
+    stored_ids.append(blob_id)
+
+
+def forget(conn: sqlite3.Connection, blob_id: str) -> None:
+    """In the unit that dropped the last message of ``blob_id``: remove its document."""
+    row = conn.execute(
+        "DELETE FROM fulltext_docs WHERE blob_id = ? RETURNING id, state", (blob_id,)
+    ).fetchone()
+    if row is not None and int(row[1]) == INDEXED:
+        conn.execute("DELETE FROM fulltext WHERE rowid = ?", (int(row[0]),))
+
+
+def phrase(query: str) -> str | None:
+    """The FTS5 phrase for ``query``, or None when the index cannot answer it."""
+    needle = fold(query)
+    if len(needle) < MIN_QUERY or SEPARATOR in needle or _UNSAFE.search(needle):
+        return None
+    return '"' + needle.replace('"', '""') + '"'  # one FTS5 string: no operators inside
+
+
+def search(unit: Unit, mailbox_id: int, query: str, *, scope: TextScope) -> TextHits | None:
+    """The messages of one mailbox whose text in ``scope`` contains ``query``."""
+    conn = unit.conn
+    if conn.execute("SELECT 1 FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone() is None:
+        raise NotFound(f"mailbox {mailbox_id} does not exist")
+    needle = phrase(query)
+    if needle is None:
+        return None
+    expression = needle if scope is TextScope.TEXT else "body : " + needle
+    # CROSS JOIN keeps SQLite's join order: the index lookup first, then each hit's
+    # messages in this mailbox through messages_blob (blob_id, mailbox_id, uid).
+    hits = conn.execute(
+        "SELECT m.uid FROM fulltext AS f CROSS JOIN fulltext_docs AS d CROSS JOIN messages AS m "
+        "WHERE fulltext MATCH ? AND d.id = f.rowid AND m.blob_id = d.blob_id "
+        "AND m.mailbox_id = ?",
+        (expression, mailbox_id),
+    )
+    uids = frozenset(int(r[0]) for r in hits)
+    unindexed = conn.execute(
+        "SELECT m.uid FROM fulltext_docs AS d CROSS JOIN messages AS m "
+        "WHERE d.state != 0 AND m.blob_id = d.blob_id AND m.mailbox_id = ?",
+        (mailbox_id,),
+    )
+    return TextHits(uids=uids, unindexed=frozenset(int(r[0]) for r in unindexed))
+
+
+def pending(unit: Unit, *, limit: int) -> list[tuple[int, str]]:
+    """Up to ``limit`` pending documents: (document id, blob id)."""
+    rows = unit.conn.execute(
+        "SELECT id, blob_id FROM fulltext_docs WHERE state != 0 AND state = ? LIMIT ?",
+        (PENDING, limit),
+    )
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def fill(unit: Unit, prepared: Sequence[tuple[int, Prepared]]) -> int:
+    """Store the text of pending documents (those still pending); returns how many."""
+    conn = unit.conn
+    count = 0
+    for doc_id, item in prepared:
+        state = INDEXED if item.text is not None else SKIPPED
+        changed = conn.execute(
+            "UPDATE fulltext_docs SET state = ? WHERE id = ? AND state = ?",
+            (state, doc_id, PENDING),
+        ).rowcount
+        if changed and item.text is not None:
+            _insert_text(conn, doc_id, item.text)
+            count += 1
+    return count
+
+
+def unindexed_count(unit: Unit) -> int:
+    """Documents not in the index (pending or skipped): for tests and the operator."""
+    (count,) = unit.conn.execute(
+        "SELECT count(*) FROM fulltext_docs WHERE state != 0"
+    ).fetchone()
+    return int(count)
+
+
+
+class Indexer:
+    """The store's background indexer: fills pending documents in batches (a read unit to
+    find them, a worker thread to extract their text, a write unit to store it).
+
+    Runs as one asyncio task on the store's event loop, started at open and whenever a unit
+    stored a pending document; ``run`` indexes everything pending now (tests, operators).
+    """
+
+    BATCH = 64
+
+    def __init__(
+        self,
+        read: Callable[[Callable[[Unit], list[tuple[int, str]]]], Awaitable[list[tuple[int, str]]]],
+        write: Callable[[Callable[[Unit], int]], Awaitable[int]],
+        path_of: Callable[[str], Path],
+    ) -> None:
+        self._read = read
+        self._write = write
+        self._path_of = path_of
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        self._stopped = False
+
+    def start(self) -> None:
+        """On the event loop, after the database is open."""
+        self._loop = asyncio.get_running_loop()
+        self.kick()
+
+    def kick(self) -> None:
+        """Index what is pending, soon (on the event loop)."""
+        if self._stopped:
+            return
+        if self._task is not None and not self._task.done():
+            self._again = True  # the running pass looks once more before it ends
+            return
+        self._task = asyncio.get_running_loop().create_task(self._background())
+
+    def kick_threadsafe(self) -> None:
+        """``kick`` from another thread (the database thread's on-commit hook)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.kick)
+
+    async def stop(self) -> None:
+        self._stopped = True
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _background(self) -> None:
+        try:
+            while True:
+                self._again = False
+                done = await self.run()
+                if done:
+                    event("store.fulltext.indexed", documents=done)
+                if not self._again:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the next kick (or start) tries again
+            event("store.fulltext.failed", level=logging.ERROR, error=repr(exc))
+
+    async def run(self) -> int:
+        """Index every pending document; returns how many got text."""
+        total = 0
+        while True:
+            todo = await self._read(lambda u: pending(u, limit=self.BATCH))
+            if not todo:
+                return total
+            prepared = await asyncio.to_thread(self._prepare, todo)
+            total += await self._write(functools.partial(fill, prepared=prepared))
+
+    def _prepare(self, todo: Sequence[tuple[int, str]]) -> list[tuple[int, Prepared]]:
+        done: list[tuple[int, Prepared]] = []
+        for doc_id, blob_id in todo:
+            try:
+                path = self._path_of(blob_id)
+            except NotFound:
+                done.append((doc_id, Prepared(None)))
+                continue
+            done.append((doc_id, prepare_file(path)))
+        return done

@@ -1,0 +1,127 @@
+"""The README's promise, end to end: ``hato quickstart --demo`` then ``hato serve``; a message
+sent by swaks (submission, STARTTLS + AUTH) is read back over IMAP and POP3, and SIGTERM stops
+the server cleanly. Ports are the demo's, moved to free ephemeral ports so runs never collide.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import poplib
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PASSWORD = "demo password 4711"
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"hato serve exited early with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"port {port} never opened")
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    directory = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "hato.app.cli", "quickstart", "--demo", str(directory),
+         "--password-stdin"],
+        input=PASSWORD.encode(), capture_output=True, env=ENV, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    assert "demo@example.test" in out
+    assert "swaks" in out  # how to send
+    assert "IMAP" in out and "POP3" in out  # how to read
+    config = directory / "hato.toml"
+    text = config.read_text()
+    ports = {int(p) for p in re.findall(r'"127\.0\.0\.1:(\d+)"', text)}
+    assert ports == {2525, 2587, 2465, 2143, 2993, 2110, 2995, 24190, 8080}
+    for port in ports:
+        text = text.replace(f'"127.0.0.1:{port}"', f'"127.0.0.1:{_free_port()}"')
+    config.write_text(text)
+    return config
+
+
+def _section_port(config: Path, section: str, key: str) -> int:
+    text = config.read_text()
+    body = text.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
+    match = re.search(rf'^{key}\s*=\s*\["127\.0\.0\.1:(\d+)"\]', body, re.M)
+    assert match is not None, (section, key)
+    return int(match.group(1))
+
+
+def test_quickstart_serve_send_and_read(demo: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hato.app.cli", "serve", "--config", str(demo)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV,
+    )
+    try:
+        submission = _section_port(demo, "smtp", "submission_listeners")
+        imap_port = _section_port(demo, "imap", "listeners")
+        pop3_port = _section_port(demo, "pop3", "listeners")
+        for port in (submission, imap_port, pop3_port):
+            _wait_for_port(port, proc)
+
+        swaks = subprocess.run(
+            ["swaks", "--server", f"127.0.0.1:{submission}", "--tls", "--auth", "PLAIN",
+             "--auth-user", "demo@example.test", "--auth-password", PASSWORD,
+             "--from", "demo@example.test", "--to", "demo@example.test",
+             "--header", "Subject: hello from the README", "--body", "鳩 carries mail",
+             "--timeout", "20"],
+            capture_output=True, timeout=60, check=False,
+        )
+        assert swaks.returncode == 0, swaks.stdout.decode(errors="replace")
+        assert b"250 2.0.0" in swaks.stdout
+
+        tls = ssl.create_default_context(cafile=str(demo.parent / "tls" / "cert.pem"))
+        tls.check_hostname = False
+        imap = imaplib.IMAP4("127.0.0.1", imap_port)
+        imap.starttls(tls)
+        imap.login("demo@example.test", PASSWORD)
+        typ, data = imap.select("INBOX")
+        assert (typ, data) == ("OK", [b"1"])
+        typ, fetched = imap.fetch("1", "(BODY.PEEK[])")
+        assert typ == "OK"
+        raw = fetched[0][1]
+        assert isinstance(raw, bytes)
+        assert b"Subject: hello from the README" in raw
+        assert raw.startswith(b"Return-Path: <demo@example.test>\r\nReceived: ")
+        imap.logout()
+
+        pop = poplib.POP3("127.0.0.1", pop3_port)
+        pop.stls(tls)
+        pop.user("demo@example.test")
+        pop.pass_(PASSWORD)
+        assert pop.stat()[0] == 1
+        lines = pop.retr(1)[1]
+        assert b"Subject: hello from the README" in lines
+        pop.quit()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output
+    assert "event=serve.ready" in output

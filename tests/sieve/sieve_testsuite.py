@@ -1,0 +1,565 @@
+"""Test-side implementation of Pigeonhole's ``vnd.dovecot.testsuite`` Sieve extension.
+
+Runs one ``.svtest`` file through Hato's interpreter: the testsuite commands and tests are a
+host ``Extension`` whose handlers keep the harness state (current message and envelope,
+compiled test script and its errors, the result, a fake mail store and an SMTP queue,
+settings). See ``/work/shared/vectors/sieve/TESTSUITE-EXTENSION.md`` for the command list.
+Each ``test "name" { ... }`` block is one case: it fails on ``test_fail`` or an unexpected
+runtime error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hato.codec.mime import parse_message
+from hato.codec.mime.headers import header_bytes_to_str, unfold
+from hato.codec.sieve import (
+    ALL_EXTENSIONS,
+    Discard,
+    Ereject,
+    Extension,
+    FileInto,
+    Keep,
+    Notify,
+    Redirect,
+    Reject,
+    Runtime,
+    Script,
+    SieveError,
+    SieveLimits,
+    Vacation,
+    action_name,
+    parse_script,
+    run_script,
+)
+from hato.codec.sieve import compose
+from hato.codec.sieve.actions import Action
+from hato.codec.sieve.addresses import parse_mailbox
+from hato.codec.sieve.interpreter import execute, wire
+from hato.codec.sieve.language import MATCH_TAGS, Cmd, Param, Spec, TagDef
+from hato.codec.sieve.language import ArgKind as K
+from hato.codec.sieve.runtime import Envelope
+from hato.core.clock import FixedClock
+
+DEFAULT_MESSAGE = (
+    b"From: sender@example.com\r\nTo: recipient@example.org\r\nSubject: Frop!\r\n\r\nFriep!\r\n"
+)
+# What the reference testsuite host reports for RFC 5183 environment items.
+HOST_ENVIRONMENT = {
+    "name": "Pigeonhole Sieve",
+    "version": "0.5",
+    "location": "MS",
+    "phase": "post",
+    "domain": "example.com",
+    "host": "mail.example.com",
+}
+
+
+class Failed(Exception):
+    """test_fail inside a test block."""
+
+
+@dataclass
+class CaseResult:
+    name: str
+    passed: bool
+    reason: str = ""
+
+
+@dataclass
+class Sent:
+    sender: str
+    recipient: str
+    message: bytes
+
+
+@dataclass
+class Harness:
+    path: Path
+    message: bytes = DEFAULT_MESSAGE
+    envelope: Envelope = field(default_factory=lambda: Envelope(None, ""))
+    script: Script | None = None
+    errors: list[str] = field(default_factory=list)
+    mailboxes: dict[str, list[bytes]] = field(default_factory=lambda: {"INBOX": []})
+    smtp: list[Sent] = field(default_factory=list)
+    config: dict[str, str] = field(default_factory=dict)
+    cases: list[CaseResult] = field(default_factory=list)
+    failure: str | None = None
+    clock: FixedClock = field(default_factory=FixedClock)
+    tracked: dict[str, float] = field(default_factory=dict)
+
+    # -- settings ------------------------------------------------------------------------
+
+    def limits(self) -> SieveLimits:
+        base = SieveLimits()
+        changes: dict[str, object] = {}
+        cfg = self.config
+        mapping = {
+            "sieve_max_redirects": "max_redirects",
+            "sieve_max_actions": "max_actions",
+            "sieve_include_max_nesting_depth": "max_include_depth",
+            "sieve_include_max_includes": "max_includes",
+            "sieve_variables_max_variable_size": "max_variable_size",
+            "sieve_editheader_max_header_size": "max_header_size",
+            "sieve_notify_max_notifications": "max_notifications",
+        }
+        for key, attr in mapping.items():
+            if key in cfg and cfg[key].isdigit():
+                changes[attr] = int(cfg[key])
+        if "recipient_delimiter" in cfg:
+            changes["subaddress_delimiter"] = cfg["recipient_delimiter"]
+        for key, attr in (
+            ("sieve_vacation_min_period", "vacation_min_period"),
+            ("sieve_vacation_max_period", "vacation_max_period"),
+            ("sieve_vacation_default_period", "vacation_default_period"),
+        ):
+            if key in cfg:
+                changes[attr] = _interval(cfg[key])
+        if "sieve_editheader_header" in cfg:
+            names = cfg["sieve_editheader_header"].split()
+            add = set(base.editheader_forbid_add)
+            delete = set(base.editheader_forbid_delete)
+            for name in names:
+                prefix = f"sieve_editheader_header/{name}/"
+                if cfg.get(prefix + "forbid_add") == "yes":
+                    add.add(name.lower())
+                if cfg.get(prefix + "forbid_delete") == "yes":
+                    delete.add(name.lower())
+            changes["editheader_forbid_add"] = frozenset(add)
+            changes["editheader_forbid_delete"] = frozenset(delete)
+        return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+    def extensions(self) -> frozenset[str]:
+        return ALL_EXTENSIONS
+
+    # -- loading -------------------------------------------------------------------------
+
+    def loader(self, location: str, name: str) -> str | None:
+        folder = "included-global" if location == "global" else "included"
+        target = self.path.parent / folder / f"{name}.sieve"
+        if not target.is_file():
+            return None
+        return target.read_text("utf-8", "surrogateescape")
+
+    def set_message(self, rt: Runtime, data: bytes) -> None:
+        """Pigeonhole's testsuite: a new message also resets the envelope from its header."""
+        self.message = data
+        root = parse_message(data)
+        recipient = _first_address(root, ("envelope-to", "to")) or "recipient@example.com"
+        sender = _first_address(root, ("return-path", "sender", "from")) or "sender@example.com"
+        self.envelope = Envelope(sender, recipient, None, self.envelope.auth)
+        rt.set_message(data, edited=False)
+        rt.envelope = self.envelope
+
+    def environment(self) -> Mapping[str, str]:
+        return _Environment(self)
+
+
+def _interval(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip()
+    if text and text[-1] in units:
+        return int(text[:-1]) * units[text[-1]]
+    return int(text) if text.isdigit() else 0
+
+
+def _first_address(root: object, names: tuple[str, ...]) -> str | None:
+    from hato.codec.mime import Part
+
+    assert isinstance(root, Part)
+    for name in names:
+        field_ = root.header(name)
+        if field_ is None:
+            continue
+        text = header_bytes_to_str(unfold(field_.raw)).strip()
+        address, _ = parse_mailbox(text)
+        if address is not None:
+            return address
+        if text in ("<>", ""):
+            return ""
+    return None
+
+
+class _Environment(Mapping[str, str]):
+    """Host environment items: fixed testsuite values plus spam/virus scores from config."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+
+    def _items(self) -> dict[str, str]:
+        return dict(HOST_ENVIRONMENT)
+
+    def __getitem__(self, key: str) -> str:
+        return self._items()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+
+# -- the extension's commands and tests ------------------------------------------------
+
+
+def _h(rt: Runtime) -> Harness:
+    harness = rt.state["harness"]
+    assert isinstance(harness, Harness)
+    return harness
+
+
+def cmd_test(rt: Runtime, cmd: Cmd) -> None:
+    h = _h(rt)
+    name = rt.expand(cmd.string(0))
+    h.failure = None
+    try:
+        rt.run_block(cmd.block or ())
+    except Failed:
+        pass
+    except SieveError as exc:
+        h.failure = h.failure or f"runtime error: {exc.errors}"
+    h.cases.append(CaseResult(name, h.failure is None, h.failure or ""))
+    h.failure = None
+
+
+def cmd_test_fail(rt: Runtime, cmd: Cmd) -> None:
+    h = _h(rt)
+    h.failure = rt.expand(cmd.string(0))
+    raise Failed()
+
+
+def cmd_test_set(rt: Runtime, cmd: Cmd) -> None:
+    h = _h(rt)
+    what = rt.expand(cmd.string(0)).lower()
+    value = rt.expand(cmd.string(1))
+    if what == "message":
+        h.set_message(rt, value.encode("utf-8", "surrogateescape"))
+        return
+    env = h.envelope
+    address = value.strip()
+    if address.startswith("<") and address.endswith(">"):
+        address = address[1:-1]
+    if what == "envelope.from":
+        env = dataclasses.replace(env, from_=address)
+    elif what == "envelope.to":
+        env = dataclasses.replace(env, to=address)
+    elif what == "envelope.orig_to":
+        env = dataclasses.replace(env, orig_to=address)
+    elif what == "envelope.auth":
+        env = dataclasses.replace(env, auth=value)
+    h.envelope = env
+    rt.envelope = env
+
+
+def cmd_config_set(rt: Runtime, cmd: Cmd) -> None:
+    _h(rt).config[rt.expand(cmd.string(0))] = rt.expand(cmd.string(1))
+
+
+def cmd_config_unset(rt: Runtime, cmd: Cmd) -> None:
+    _h(rt).config.pop(rt.expand(cmd.string(0)), None)
+
+
+def cmd_config_reload(rt: Runtime, cmd: Cmd) -> None:
+    rt.limits = _h(rt).limits()
+
+
+def cmd_result_reset(rt: Runtime, cmd: Cmd) -> None:
+    rt.actions.clear()
+    rt.withheld.clear()
+    rt.implicit_keep = True
+    rt.marks.clear()
+
+
+def cmd_noop(rt: Runtime, cmd: Cmd) -> None:
+    del rt, cmd
+
+
+def cmd_mailbox_create(rt: Runtime, cmd: Cmd) -> None:
+    _h(rt).mailboxes.setdefault(rt.expand(cmd.string(0)), [])
+
+
+def cmd_mailbox_delete(rt: Runtime, cmd: Cmd) -> None:
+    _h(rt).mailboxes.pop(rt.expand(cmd.string(0)), None)
+
+
+def test_message(rt: Runtime, cmd: Cmd) -> bool:
+    h = _h(rt)
+    index = cmd.number(0)
+    if "smtp" in cmd.tags:
+        if index >= len(h.smtp):
+            return False
+        sent = h.smtp[index]
+        rt.set_message(sent.message, edited=False)
+        h.message = sent.message
+        h.envelope = Envelope(sent.sender, sent.recipient)
+        rt.envelope = h.envelope
+        return True
+    folder = cmd.tag_string("folder")
+    box = rt.expand(folder) if folder is not None else "INBOX"
+    stored = h.mailboxes.get(box, [])
+    if index >= len(stored):
+        return False
+    rt.set_message(stored[index], edited=False)
+    h.message = stored[index]
+    return True
+
+
+def cmd_test_message(rt: Runtime, cmd: Cmd) -> None:
+    if not test_message(rt, cmd):
+        raise SieveError([(cmd.line, "test_message: no such message")])
+
+
+def test_script_compile(rt: Runtime, cmd: Cmd) -> bool:
+    h = _h(rt)
+    target = h.path.parent / rt.expand(cmd.string(0))
+    h.script = None
+    h.errors = []
+    try:
+        text = target.read_text("utf-8", "surrogateescape")
+    except OSError as exc:
+        h.errors = [f"cannot read script: {exc}"]
+        return False
+    try:
+        h.script = parse_script(
+            text, extensions=h.extensions(), include_loader=h.loader, limits=rt.limits
+        )
+    except SieveError as exc:
+        h.errors = [msg for _, msg in exc.errors]
+        return False
+    return True
+
+
+def test_script_run(rt: Runtime, cmd: Cmd) -> bool:
+    h = _h(rt)
+    if h.script is None:
+        return False
+    h.errors = []
+    result = run_script(
+        h.script,
+        message=rt.message,
+        envelope=rt.envelope,
+        environment=h.environment(),
+        mailbox_exists=lambda name: name in h.mailboxes,
+        duplicate_tracker=_Tracker(h),
+        clock=h.clock,
+        limits=rt.limits,
+    )
+    if "append_result" not in cmd.tags:
+        cmd_result_reset(rt, cmd)
+    if result.errors:
+        h.errors = [msg for _, msg in result.errors]
+        return False
+    for action in result.actions:
+        rt.actions.append(action)
+    rt.implicit_keep = rt.implicit_keep and result.implicit_keep
+    rt.state["keep_flags"] = result.keep_flags
+    rt.state["keep_message"] = result.keep_message
+    rt.marks.extend(result.marks)
+    return True
+
+
+def _match_strings(rt: Runtime, cmd: Cmd, values: list[str]) -> bool:
+    index = cmd.tag_number("index")
+    if index is not None:
+        values = [values[index - 1]] if 0 < index <= len(values) else []
+    return rt.matches(cmd, values, rt.expand_all(cmd.strings(0)))
+
+
+def test_error(rt: Runtime, cmd: Cmd) -> bool:
+    return _match_strings(rt, cmd, list(_h(rt).errors))
+
+
+def test_result_action(rt: Runtime, cmd: Cmd) -> bool:
+    names = [action_name(a) for a in rt.actions if not isinstance(a, Discard)]
+    return _match_strings(rt, cmd, names)
+
+
+class _Tracker:
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+
+    def seen(self, key: str, *, now: float) -> bool:
+        expires = self.harness.tracked.get(key)
+        return expires is not None and expires > now
+
+
+def test_result_execute(rt: Runtime, cmd: Cmd) -> bool:
+    h = _h(rt)
+    actions: list[Action] = list(rt.actions)
+    if rt.implicit_keep:
+        flags = rt.state.get("keep_flags")
+        actions.append(Keep(flags if isinstance(flags, tuple) else None, rt.edited_message()))
+    now = h.clock.now()
+    user = h.envelope.to or "recipient@example.com"
+    ok = True
+    for action in actions:
+        if isinstance(action, Keep):
+            h.mailboxes["INBOX"].append(action.message or h.message)
+        elif isinstance(action, FileInto):
+            box = action.mailbox
+            if box.upper() == "INBOX":
+                box = "INBOX"
+            if box not in h.mailboxes:
+                if not action.create:
+                    ok = False
+                    continue
+                h.mailboxes[box] = []
+            h.mailboxes[box].append(action.message or h.message)
+        elif isinstance(action, Redirect):
+            sender = h.envelope.from_ or ""
+            h.smtp.append(Sent(sender, action.address, action.message or h.message))
+        elif isinstance(action, Vacation):
+            reply = compose.vacation_reply(action, now=now)
+            if reply is not None:
+                h.smtp.append(Sent(reply.sender, reply.recipient, reply.message))
+                h.tracked[action.key] = now + action.period
+        elif isinstance(action, Notify):
+            for out in compose.notifications(
+                action, user=user, envelope_sender=h.envelope.from_, now=now
+            ):
+                h.smtp.append(Sent(out.sender, out.recipient, out.message))
+        elif isinstance(action, Reject | Ereject):
+            mdn = compose.reject_mdn(
+                Reject(action.reason),
+                original=h.message,
+                user=user,
+                envelope_sender=h.envelope.from_,
+                now=now,
+            )
+            if mdn is not None:
+                h.smtp.append(Sent(mdn.sender, mdn.recipient, mdn.message))
+    for mark in rt.marks:
+        h.tracked[mark.key] = mark.expires
+    return ok
+
+
+def test_unsupported(rt: Runtime, cmd: Cmd) -> bool:
+    raise SieveError([(cmd.line, f"{cmd.name} is specific to Pigeonhole")])
+
+
+def cmd_unsupported(rt: Runtime, cmd: Cmd) -> None:
+    raise SieveError([(cmd.line, f"{cmd.name} is specific to Pigeonhole")])
+
+
+S, SL, N = K.STRING, K.STRING_LIST, K.NUMBER
+TESTSUITE = Extension(
+    "vnd.dovecot.testsuite",
+    specs=(
+        Spec("test", False, positional=(Param(S, "test-name"),), block=True),
+        Spec("test_fail", False, positional=(Param(S, "reason"),)),
+        Spec("test_set", False, positional=(Param(S, "object"), Param(S, "value"))),
+        Spec("test_config_set", False, positional=(Param(S, "setting"), Param(S, "value"))),
+        Spec("test_config_unset", False, positional=(Param(S, "setting"),)),
+        Spec("test_config_reload", False, tags=(TagDef("extension", S),)),
+        Spec("test_result_reset", False),
+        Spec("test_result_print", False),
+        Spec("test_message_print", False),
+        Spec(
+            "test_message",
+            False,
+            positional=(Param(N, "index"),),
+            tags=(TagDef("smtp", group="source"), TagDef("folder", S, group="source")),
+            both=True,
+        ),
+        Spec("test_mailbox_create", False, positional=(Param(S, "mailbox"),)),
+        Spec("test_mailbox_delete", False, positional=(Param(S, "mailbox"),)),
+        Spec("test_binary_load", False, positional=(Param(S, "name"),)),
+        Spec("test_binary_save", False, positional=(Param(S, "name"),)),
+        Spec(
+            "test_imap_metadata_set",
+            False,
+            positional=(Param(S, "annotation"), Param(S, "value")),
+            tags=(TagDef("mailbox", S),),
+        ),
+        Spec("test_script_compile", True, positional=(Param(S, "path"),)),
+        Spec("test_script_run", True, tags=(TagDef("append_result"),)),
+        Spec("test_multiscript", True, positional=(Param(SL, "scripts"),)),
+        Spec(
+            "test_error",
+            True,
+            positional=(Param(SL, "key-list"),),
+            tags=(*MATCH_TAGS, TagDef("index", N)),
+        ),
+        Spec(
+            "test_result_action",
+            True,
+            positional=(Param(SL, "key-list"),),
+            tags=(*MATCH_TAGS, TagDef("index", N)),
+        ),
+        Spec("test_result_execute", True),
+    ),
+    commands={
+        "test": cmd_test,
+        "test_fail": cmd_test_fail,
+        "test_set": cmd_test_set,
+        "test_config_set": cmd_config_set,
+        "test_config_unset": cmd_config_unset,
+        "test_config_reload": cmd_config_reload,
+        "test_result_reset": cmd_result_reset,
+        "test_result_print": cmd_noop,
+        "test_message_print": cmd_noop,
+        "test_message": cmd_test_message,
+        "test_mailbox_create": cmd_mailbox_create,
+        "test_mailbox_delete": cmd_mailbox_delete,
+        "test_binary_load": cmd_unsupported,
+        "test_binary_save": cmd_unsupported,
+        "test_imap_metadata_set": cmd_unsupported,
+    },
+    tests={
+        "test_message": test_message,
+        "test_script_compile": test_script_compile,
+        "test_script_run": test_script_run,
+        "test_multiscript": test_unsupported,
+        "test_error": test_error,
+        "test_result_action": test_result_action,
+        "test_result_execute": test_result_execute,
+    },
+)
+
+
+@dataclass
+class FileResult:
+    path: Path
+    cases: list[CaseResult]
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and bool(self.cases) and all(c.passed for c in self.cases)
+
+
+def run_file(path: Path) -> FileResult:
+    """Compile and run one .svtest file; every test block becomes a CaseResult."""
+    harness = Harness(path)
+    text = path.read_text("utf-8", "surrogateescape")
+    try:
+        script = parse_script(
+            text,
+            extensions=ALL_EXTENSIONS,
+            include_loader=harness.loader,
+            custom=(TESTSUITE,),
+            limits=harness.limits(),
+        )
+    except SieveError as exc:
+        return FileResult(path, [], f"compile: {exc.errors[:3]}")
+    rt = Runtime(
+        script,
+        message=harness.message,
+        envelope=harness.envelope,
+        environment=harness.environment(),
+        mailbox_exists=lambda name: name in harness.mailboxes,
+        duplicate_tracker=_Tracker(harness),
+        clock=harness.clock,
+        limits=harness.limits(),
+    )
+    rt.state["harness"] = harness
+    harness.set_message(rt, DEFAULT_MESSAGE)
+    wire(rt)
+    error = execute(rt)
+    if error is not None:
+        return FileResult(path, harness.cases, f"runtime: {error.errors}")
+    return FileResult(path, harness.cases)
