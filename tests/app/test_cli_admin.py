@@ -27,8 +27,13 @@ def login_works(hato: Hato, address: str, password: str) -> bool:
 
 
 def test_domain_add_list_remove(hato: Hato) -> None:
-    assert hato.ok("domain", "add", "Example.TEST") == "added domain example.test\n"
-    assert hato.ok("domain", "add", "xn--bcher-kva.example") == "added domain bücher.example\n"
+    added = hato.ok("domain", "add", "Example.TEST").splitlines()
+    assert added[0] == "added domain example.test"
+    # Both DKIM keys are generated with the domain (RSA for reach, Ed25519 per RFC 8463).
+    assert [line.split()[3] for line in added[1:]] == ["(rsa):", "(ed25519):"]
+    assert all(line.endswith("._domainkey.example.test") for line in added[1:])
+    added = hato.ok("domain", "add", "xn--bcher-kva.example").splitlines()
+    assert added[0] == "added domain bücher.example"
     listing = hato.ok("domain", "list").splitlines()
     assert listing[0].split() == ["DOMAIN", "ACCOUNTS", "ALIASES"]
     assert sorted(line.split() for line in listing[1:]) == [

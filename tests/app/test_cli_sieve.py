@@ -34,7 +34,7 @@ def test_sieve_put_list_get_activate_check(hato: Hato, tmp_path: Path) -> None:
     good = tmp_path / "good.sieve"
     good.write_text('require "fileinto";\nif header :contains "subject" "x" { fileinto "X"; }\n')
     bad = tmp_path / "bad.sieve"
-    bad.write_text("#comment\nInvalidSieveCommand\n")
+    bad.write_text("#comment\nInvalidSieveCommand;\n")
     assert hato.ok("sieve", "list", ALICE) == ""
     assert hato.ok("sieve", "check", ALICE, str(good)) == "ok\n"
     failed = hato(*("sieve", "check", ALICE, str(bad)))
@@ -75,8 +75,17 @@ def test_forward_and_vacation_are_one_generated_script(hato: Hato, tmp_path: Pat
     reply = tmp_path / "reply.txt"
     reply.write_text("I am away.\n.hidden line\nBack soon.\n")
     hato.ok(
-        "account", "vacation", ALICE, "--subject", 'Away "now"', "--body-file", str(reply),
-        "--until", "2030-01-31", "--days", "3",
+        "account",
+        "vacation",
+        ALICE,
+        "--subject",
+        'Away "now"',
+        "--body-file",
+        str(reply),
+        "--until",
+        "2030-01-31",
+        "--days",
+        "3",
     )
     [script] = scripts(hato)
     text = script.content
@@ -100,7 +109,15 @@ def test_forward_and_vacation_are_one_generated_script(hato: Hato, tmp_path: Pat
 
 def test_generated_script_runs_the_users_own_script(hato: Hato) -> None:
     setup(hato)
-    hato.ok("sieve", "put", ALICE, "mine", "-", "--activate", stdin='require "fileinto";\nfileinto "Work";\n')
+    hato.ok(
+        "sieve",
+        "put",
+        ALICE,
+        "mine",
+        "-",
+        "--activate",
+        stdin='require "fileinto";\nfileinto "Work";\n',
+    )
     out = hato.ok("account", "forward", ALICE, "boss@example.net")
     assert out == f"active script: {GENERATED}\n(it also runs your script mine)\n"
     generated = next(s for s in scripts(hato) if s.name == GENERATED)
@@ -128,9 +145,10 @@ def test_forward_and_vacation_input_errors(hato: Hato, tmp_path: Path) -> None:
     )
     blank = tmp_path / "blank.txt"
     blank.write_text("  \n")
-    assert hato.fails(
-        "account", "vacation", ALICE, "--subject", "x", "--body-file", str(blank)
-    ) == "the reply text is empty"
+    assert (
+        hato.fails("account", "vacation", ALICE, "--subject", "x", "--body-file", str(blank))
+        == "the reply text is empty"
+    )
     assert hato.fails("account", "forward", "nobody@example.test", "x@example.net") == (
         "no account nobody@example.test"
     )

@@ -82,7 +82,8 @@ def test_quickstart_serve_send_and_read(demo: Path) -> None:
         submission = _section_port(demo, "smtp", "submission_listeners")
         imap_port = _section_port(demo, "imap", "listeners")
         pop3_port = _section_port(demo, "pop3", "listeners")
-        for port in (submission, imap_port, pop3_port):
+        sieve_port = _section_port(demo, "managesieve", "listeners")
+        for port in (submission, imap_port, pop3_port, sieve_port):
             _wait_for_port(port, proc)
 
         swaks = subprocess.run(
@@ -124,4 +125,6 @@ def test_quickstart_serve_send_and_read(demo: Path) -> None:
         output = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, output
     assert "Traceback" not in output
-    assert "event=serve.ready" in output
+    ready = re.search(r"event=serve\.ready services=(\S+)", output)
+    assert ready is not None, output
+    assert set(ready.group(1).split(",")) == {"outbound", "smtp", "imap", "pop3", "managesieve"}

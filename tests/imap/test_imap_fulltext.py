@@ -55,6 +55,9 @@ def test_search_text_and_body_through_the_index(
     assert _ok(client.uid("SEARCH", "TEXT", '"ults are"')) == [f"{first}".encode()]
     assert _ok(client.search(None, "NOT", "BODY", "quarterly")) == [b"1 3"]
     assert _ok(client.search(None, "OR", "BODY", "results", "TEXT", "noon")) == [b"1 2"]
+    # AND with other keys: sequence numbers stay those of the whole view.
+    assert _ok(client.search(None, "2:3", "TEXT", "quarterly")) == [b"2"]
+    assert _ok(client.search(None, "TEXT", "quarterly", "BODY", "noon")) == [b"2"]
     client.literal = "検索テスト".encode()
     assert _ok(client.search("UTF-8", "BODY")) == [b"3"]
     client.literal = "議事録".encode()
@@ -62,9 +65,12 @@ def test_search_text_and_body_through_the_index(
     client.literal = "議事録".encode()
     assert _ok(client.search("UTF-8", "BODY")) == [b""]  # in the Subject, not the body
     assert reads.count == 0  # every answer came from the index
+    # SUBJECT needs the messages: only the index's two candidates are read.
+    assert _ok(client.search(None, "TEXT", "quarterly", "NOT", "SUBJECT", "lunch")) == [b"1"]
+    assert reads.count == 2
     # Two characters: the index cannot answer, the server reads the messages.
     assert _ok(client.uid("SEARCH", "BODY", "no")) == [f"{second}".encode()]
-    assert reads.count == 3
+    assert reads.count == 2 + 3
 
 
 def test_search_after_expunge_and_copy(imap_env: EnvFactory) -> None:

@@ -105,14 +105,15 @@ def test_select_fetch_store_search_expunge(imap_env: EnvFactory) -> None:
     data = _ok(client.fetch("1", "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)"))
     head = data[0]
     assert isinstance(head, bytes)
-    assert head.startswith(b"1 (UID %d FLAGS () RFC822.SIZE " % uids[0])
+    # RFC 3501 §2.3.2: this (IMAP4rev1) session is the first to see them: \Recent.
+    assert head.startswith(b"1 (UID %d FLAGS (\\Recent) RFC822.SIZE " % uids[0])
     assert b'"m1@example.net"' not in head and b"<m0@example.net>" in head
     # BODY.PEEK keeps \Seen clear; BODY[] sets it and reports FLAGS (RFC 9051 §6.4.5).
     peek = _ok(client.fetch("2", "(BODY.PEEK[TEXT])"))
     assert peek[0][1] == b"body 1\r\n"  # type: ignore[index]
     seen = _ok(client.fetch("2", "(BODY[HEADER.FIELDS (Subject)])"))
     assert seen[0][1] == b"Subject: m1\r\n\r\n"  # type: ignore[index]
-    assert b"FLAGS (\\Seen)" in seen[1]  # type: ignore[operator]
+    assert b"FLAGS (\\Seen \\Recent)" in seen[1]  # type: ignore[operator]
     structure = _ok(client.fetch("4", "(BODYSTRUCTURE BODY[1] BINARY[1] BINARY.SIZE[2] "
                                       "BODY[3.HEADER] BODY[]<0.4>)"))
     flat = b"".join(x if isinstance(x, bytes) else b"".join(x) for x in structure)
@@ -207,6 +208,7 @@ def test_idle_sees_delivery_within_a_second(imap_env: EnvFactory) -> None:
     line = client.readline()
     assert line == b"* 1 EXISTS\r\n"
     assert time.monotonic() - started < 1.5
+    assert client.readline() == b"* 1 RECENT\r\n"  # RFC 3501 §7.3.2 (IMAP4rev1)
     client.send(b"DONE\r\n")
     assert client.readline() == f"{tag} OK IDLE terminated\r\n".encode()
     assert client.logout()[0] == "BYE"
@@ -233,7 +235,7 @@ def test_condstore_and_esearch(imap_env: EnvFactory) -> None:
     stored = client.untagged_responses.pop("FETCH")
     assert stored == [b"1 (UID 1 MODSEQ (%d))" % (modseqs[2] + 1)]
     changed = _ok(client.fetch("1:*", f"(FLAGS) (CHANGEDSINCE {modseqs[2]})"))
-    assert changed == [b"1 (FLAGS (\\Seen) MODSEQ (%d))" % (modseqs[2] + 1)]
+    assert changed == [b"1 (FLAGS (\\Seen \\Recent) MODSEQ (%d))" % (modseqs[2] + 1)]
     typ, data = client._simple_command("SEARCH", "RETURN", "(MIN MAX COUNT)", "ALL")
     assert typ == "OK"
     esearch = client.untagged_responses.pop("ESEARCH")

@@ -4,6 +4,7 @@ override of a DMARC failure (RFC 8617 §5.2, §5.2.1, §7.2)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -158,3 +159,16 @@ def test_no_override(
     assert not override.overridden
     assert override.disposition is disposition
     assert override.reason is None
+
+
+def test_validation_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    original = arc._validate
+
+    def spy(*args: Any) -> Any:
+        seen.append(threading.current_thread() is threading.main_thread())
+        return original(*args)
+
+    monkeypatch.setattr(arc, "_validate", spy)
+    assert _run("cv_pass_i1_1").status is ArcStatus.PASS
+    assert seen == [False]

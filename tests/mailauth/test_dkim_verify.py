@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from mailauth_kit import MESSAGE, ed_key, key_zone, rsa_key, sign
@@ -280,3 +281,19 @@ def test_through_the_real_resolver_and_a_loopback_dns_server() -> None:
         good, slow = asyncio.run(run(resolver))
     assert good.status is DkimStatus.PASS
     assert slow.status is DkimStatus.TEMPERROR
+
+
+def test_crypto_and_parsing_run_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dkimpy is synchronous: its work runs in worker threads (asyncio.to_thread)."""
+    seen: list[str] = []
+    for name in ("_prepare", "_compute"):
+        original = getattr(dkim, name)
+
+        def spy(*args: object, _original: object = original, _name: str = name) -> object:
+            seen.append(f"{_name}:{threading.current_thread() is threading.main_thread()}")
+            return _original(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(dkim, name, spy)
+    key = rsa_key(2048)
+    assert _one(sign(MESSAGE, key), key.record()).status is DkimStatus.PASS
+    assert seen == ["_prepare:False", "_compute:False"]

@@ -32,7 +32,7 @@ def test_sievelib_client(sieve_env: Any, monkeypatch: pytest.MonkeyPatch) -> Non
         assert "fileinto" in client.get_sieve_capabilities()
         assert client.havespace("filter", len(SCRIPT))
         assert client.checkscript(SCRIPT)
-        assert not client.checkscript("InvalidSieveCommand\r\n")
+        assert not client.checkscript("InvalidSieveCommand;\r\n")
         assert client.putscript("filter", SCRIPT)
         assert client.putscript("spare", "keep;\r\n")
         assert client.setactive("filter")
@@ -109,7 +109,7 @@ def test_sieve_connect(sieve_env: Any, tmp_path: Path) -> None:
     assert stored.active and stored.content.replace("\r\n", "\n") == local.read_text()
 
     bad = home / "bad.sieve"
-    bad.write_text("#comment\nInvalidSieveCommand\n")
+    bad.write_text("#comment\nInvalidSieveCommand;\n")
     result = sieve_connect(env, home, "--checkscript", "--localsieve", str(bad))
     assert result.returncode != 0
     assert "line 2" in result.stdout + result.stderr

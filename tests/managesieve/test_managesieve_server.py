@@ -137,7 +137,7 @@ def test_lockout_gives_trylater(sieve_env: Any) -> None:
 def test_invalid_script_is_refused_with_line_numbers(sieve_env: Any) -> None:
     env = sieve_env(demo=True)
     talk = logged_in(env)
-    script = b"#comment\r\nInvalidSieveCommand\r\n"
+    script = b"#comment\r\nInvalidSieveCommand;\r\n"
     for line in (
         b'PUTSCRIPT "foo" {%d+}\r\n' % len(script),
         b"CHECKSCRIPT {%d+}\r\n" % len(script),
@@ -163,7 +163,7 @@ def test_putscript_replaces_only_on_success_and_validates_names(sieve_env: Any) 
     env = sieve_env(demo=True)
     talk = logged_in(env)
     assert command(talk, b'PUTSCRIPT "s" "keep;"\r\n') == [b"OK\r\n"]
-    bad = b"InvalidSieveCommand\r\n"
+    bad = b"InvalidSieveCommand;\r\n"
     assert command(talk, b'PUTSCRIPT "s" {%d+}\r\n%s\r\n' % (len(bad), bad))[0].startswith(b"NO")
     assert [s.content for s in env.scripts()] == ["keep;"]  # RFC 5804 §2.6
     # RFC 5804 §1.6: control characters are not allowed in names.

@@ -86,7 +86,7 @@ class World:
 
     def make_runner(self, **overrides: Any) -> QueueRunner:
         settings = replace(self.settings, **overrides)
-        resolver = DnsPythonResolver([self.dns.host], port=self.dns.port, timeout=2.0)
+        resolver = DnsPythonResolver([self.dns.host], port=self.dns.port, timeout=5.0)
         self.runner = QueueRunner(
             settings, store=self.store, resolver=resolver, clock=self.clock, signer=None
         )

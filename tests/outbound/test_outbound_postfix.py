@@ -36,9 +36,19 @@ def start_postfix(tmp_path: Path) -> tuple[PostfixInstance, Path]:
     postfix = PostfixInstance(base, settings=settings, smtpd_processes=4)
     shutil.copy(cert, base / "cert.pem")
     shutil.copy(key, base / "key.pem")
+    # tlsmgr supplies smtpd's TLS session cache and entropy: without it TLS is disabled
+    master = postfix.config / "master.cf"
+    master.write_text(
+        master.read_text() + "tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n"
+    )
     vmail = base / "vmail"
-    vmail.mkdir()
-    shutil.chown(vmail, user="postfix", group=postfix_user.pw_gid)
+    for directory in (
+        vmail,
+        vmail / "pf.test",
+        *(vmail / "pf.test" / d for d in ("tmp", "new", "cur")),
+    ):
+        directory.mkdir(mode=0o700)
+        shutil.chown(directory, user=postfix_user.pw_uid, group=postfix_user.pw_gid)
     postfix.start()
     return postfix, vmail / "pf.test"
 

@@ -33,8 +33,8 @@ def submit(port: int, rcpts: list[str], body: bytes, **mail_options: str) -> Non
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-        client.starttls(context=ctx)
+    # implicit TLS (RFC 8314 §3.3): the STARTTLS upgrade is covered by tests/smtp
+    with smtplib.SMTP_SSL("127.0.0.1", port, timeout=10, context=ctx) as client:
         client.login("alice@example.test", PASSWORD)
         client.sendmail("alice@example.test", rcpts, body, rcpt_options=["NOTIFY=FAILURE,DELAY"])
 
@@ -56,7 +56,7 @@ def test_submission_queues_remote_and_runner_delivers(tmp_path: Path) -> None:
                 "mx.remote.test": {"A": ["127.0.0.2"]},
             }
         ) as dns:
-            resolver = DnsPythonResolver([dns.host], port=dns.port, timeout=2.0)
+            resolver = DnsPythonResolver([dns.host], port=dns.port, timeout=5.0)
             settings = OutboundSettings(
                 hostname="out.example.test",
                 port=port,
@@ -68,7 +68,7 @@ def test_submission_queues_remote_and_runner_delivers(tmp_path: Path) -> None:
             smtp_settings = SmtpSettings(
                 hostname="out.example.test",
                 listeners=(
-                    SmtpListener(Listener("127.0.0.1", 0, TlsMode.STARTTLS), Role.SUBMISSION),
+                    SmtpListener(Listener("127.0.0.1", 0, TlsMode.IMPLICIT), Role.SUBMISSION),
                 ),
             )
             service = SmtpService(
@@ -84,7 +84,7 @@ def test_submission_queues_remote_and_runner_delivers(tmp_path: Path) -> None:
             await service.start()
             await runner.start()
             try:
-                sub = service.port_for(Role.SUBMISSION, TlsMode.STARTTLS)
+                sub = service.port_for(Role.SUBMISSION, TlsMode.IMPLICIT)
                 body = (
                     b"From: alice@example.test\r\nTo: Remote <Someone@remote.test>\r\n"
                     b"Subject: out\r\n\r\nHello world.\r\n"

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from hato.codec.sieve.actions import FileInto, Keep, Redirect, SieveResult
 from hato.codec.smtp_events import Envelope, Recipient
-from hato.codec.smtp_params import MailParams, Path as SmtpPath, RcptParams
+from hato.codec.smtp_params import MailParams, RcptParams
+from hato.codec.smtp_params import Path as SmtpPath
 from hato.core.address import Address
 from hato.core.clock import FixedClock
 from hato.delivery.local import ReceivedMessage, deliver_local
 from hato.delivery.sieve import check_script, decide
-from hato.codec.sieve.actions import FileInto, Keep, Redirect, SieveResult
 from hato.store.api import MailStore
 from hato.store.model import INBOX, Account, DeliveryTarget
 from hato.store.sqlite import open_store
@@ -99,7 +100,10 @@ def test_scripts_choose_mailboxes_flags_and_discard(tmp_path: Path) -> None:
         await receive(store, message("plain"), both, env)
         got = await where(store, alice)
         assert got == {
-            INBOX: [frozenset({"\\Flagged"}), frozenset()],  # RFC 5232 addflag + keep; implicit keep
+            INBOX: [
+                frozenset({"\\Flagged"}),
+                frozenset(),
+            ],  # RFC 5232 addflag + keep; implicit keep
             "Junk": [frozenset()],  # RFC 5228 §4.1 fileinto
             "Lists/new": [frozenset()],  # RFC 5490 §3.2 :create
         }  # and RFC 5228 §4.4: the discarded one is nowhere
@@ -128,7 +132,9 @@ def test_redirect_keeps_a_copy_until_outbound_and_logs_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def body(store: MailStore, alice: Account, bob: Account) -> None:
-        await store.put_script(alice.id, "fwd", 'redirect "elsewhere@example.net";\n', activate=True)
+        await store.put_script(
+            alice.id, "fwd", 'redirect "elsewhere@example.net";\n', activate=True
+        )
         with caplog.at_level(logging.INFO):
             await receive(
                 store, message(), [DeliveryTarget(alice.id)], envelope("alice@example.org")
@@ -143,9 +149,13 @@ def test_reject_is_logged_and_the_message_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def body(store: MailStore, alice: Account, bob: Account) -> None:
-        await store.put_script(alice.id, "r", 'require "reject";\nreject "no thanks";\n', activate=True)
+        await store.put_script(
+            alice.id, "r", 'require "reject";\nreject "no thanks";\n', activate=True
+        )
         with caplog.at_level(logging.INFO):
-            await receive(store, message(), [DeliveryTarget(alice.id)], envelope("alice@example.org"))
+            await receive(
+                store, message(), [DeliveryTarget(alice.id)], envelope("alice@example.org")
+            )
         assert await where(store, alice) == {INBOX: [frozenset()]}
         assert "sieve.reject" in caplog.text
 
@@ -171,7 +181,9 @@ def test_vacation_once_per_days(tmp_path: Path, caplog: pytest.LogCaptureFixture
         caplog.clear()
         with caplog.at_level(logging.INFO):
             await receive(
-                store, message(message_id="<c@x>"), [DeliveryTarget(alice.id)],
+                store,
+                message(message_id="<c@x>"),
+                [DeliveryTarget(alice.id)],
                 envelope("alice@example.org", sender=None),
             )
         assert "sieve.vacation.pending" not in caplog.text
@@ -205,10 +217,19 @@ def test_envelope_test_sees_the_subaddress(tmp_path: Path) -> None:
             'if envelope :detail "to" "lists" { fileinto "Lists"; }\n'
         )
         await store.put_script(alice.id, "s", script, activate=True)
+        await store.create_mailbox(alice.id, "Lists")
         await receive(
             store, message(), [DeliveryTarget(alice.id)], envelope("alice+lists@example.org")
         )
+        # RFC 5233 §4: :detail of the envelope recipient that reached this account
         assert list(await where(store, alice)) == ["Lists"]
+        # A missing mailbox without :create: the copy falls back to INBOX (never lost).
+        await store.put_script(alice.id, "s", 'require "fileinto";\nfileinto "Nope";\n')
+        await receive(store, message(), [DeliveryTarget(alice.id)], envelope("alice@example.org"))
+        assert {k: len(v) for k, v in (await where(store, alice)).items()} == {
+            "Lists": 1,
+            INBOX: 1,
+        }
 
     run(tmp_path, body)
 
@@ -224,13 +245,41 @@ def test_decide_is_a_pure_value() -> None:
     assert decision.pending == (Redirect("x@example.net", copy=True),)
     kept = decide(SieveResult((Keep(("\\Answered",)),), implicit_keep=False), target=target)
     assert kept.targets == (DeliveryTarget(7, INBOX, frozenset({"\\Answered"})),)
-    redirected = decide(SieveResult((Redirect("x@example.net"),), implicit_keep=False), target=target)
+    redirected = decide(
+        SieveResult((Redirect("x@example.net"),), implicit_keep=False), target=target
+    )
     assert redirected.targets == (target,)  # kept while outbound cannot take it
 
 
 def test_check_script_reports_lines_and_includes() -> None:
     assert check_script("keep;\n", scripts={}) == []
-    errors = check_script("#comment\nInvalidSieveCommand\n", scripts={})
+    errors = check_script("#comment\nInvalidSieveCommand;\n", scripts={})
     assert errors and errors[0][0] == 2
     included = 'require "include";\ninclude :personal "other";\n'
     assert check_script(included, scripts={"other": "keep;"}) == []
+
+
+def test_generated_forward_and_vacation_script_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hato.app.cli_sieve import Generated, render
+
+    text = render(
+        Generated(
+            forward=("friend@example.net",),
+            keep=True,
+            vacation={"subject": "Away", "body": "Back soon.\n", "days": 7, "until": "2999-12-31"},
+        )
+    )
+
+    async def body(store: MailStore, alice: Account, bob: Account) -> None:
+        await store.put_script(alice.id, "hato-generated", text, activate=True)
+        with caplog.at_level(logging.INFO):
+            await receive(
+                store, message(), [DeliveryTarget(alice.id)], envelope("alice@example.org")
+            )
+        assert await where(store, alice) == {INBOX: [frozenset()]}  # --keep: a copy stays
+        assert "sieve.redirect.pending" in caplog.text and "friend@example.net" in caplog.text
+        assert "sieve.vacation.pending" in caplog.text  # until 2999: still on vacation
+
+    run(tmp_path, body)

@@ -110,8 +110,13 @@ class PostfixInstance:
 
     def start(self) -> None:
         result = self._postfix("start")
+        if result.returncode != 0:  # seen once under heavy load, without any log: retry once
+            time.sleep(1)
+            result = self._postfix("start")
         if result.returncode != 0:
-            raise RuntimeError(f"postfix start failed: {result.stdout}{result.stderr}")
+            raise RuntimeError(
+                f"postfix start failed: {result.stdout}{result.stderr}{self.read_log()}"
+            )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:

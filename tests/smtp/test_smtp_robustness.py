@@ -147,13 +147,13 @@ def test_total_connection_limit(make_harness: Any) -> None:
 
 
 def test_idle_timeout_resets_while_data_flows(make_harness: Any) -> None:
-    harness = make_harness(idle_timeout=0.6)
+    harness = make_harness(idle_timeout=1.0)
     with RawClient(harness.mx) as client:
         client.reply()
-        for _ in range(4):  # 1.6 s in total, never 0.6 s idle
-            time.sleep(0.4)
+        for _ in range(6):  # 1.8 s in total, never 1 s idle
+            time.sleep(0.3)
             assert client.cmd("NOOP") == ["250 2.0.0 OK"]
-        time.sleep(1.0)
+        time.sleep(1.5)
         assert client.reply() == ["421 4.4.2 Timeout, closing connection"]
         assert client.line() == ""
 
@@ -169,7 +169,7 @@ def test_session_time_limit(make_harness: Any) -> None:
                 break
             time.sleep(0.1)
         assert reply == ["421 4.4.2 Timeout, closing connection"]
-        assert 0.7 < time.monotonic() - started < 3
+        assert 0.7 < time.monotonic() - started < 10
 
 
 def test_over_quota(make_harness: Any) -> None:
@@ -231,20 +231,23 @@ def test_stop_lets_idle_sessions_go_with_421(make_harness: Any) -> None:
         started = time.monotonic()
         harness.run(harness.service.stop(timeout=5))
         assert client.reply() == ["421 4.3.2 Service shutting down"]
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 5
 
 
 def test_peer_that_never_reads_replies_is_dropped(make_harness: Any) -> None:
+    """Replies pile up unread: after ``idle_timeout`` without progress the server aborts the
+    connection (without the fix it would wait forever and the client's send would block
+    until its own 60 s timeout)."""
     harness = make_harness(idle_timeout=0.5)
-    sock = socket.create_connection((HOST, harness.mx), timeout=10)
+    sock = socket.create_connection((HOST, harness.mx), timeout=60)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     started = time.monotonic()
     try:
-        with pytest.raises(OSError):  # the server closes; our writes then fail
-            for _ in range(2000):
-                sock.sendall(b"NOOP\r\n" * 1000)
+        with pytest.raises(OSError):  # the server aborts; our writes then fail
+            for _ in range(10_000):
+                sock.sendall(b"HELP\r\n" * 1000)  # ~100 reply octets per 6 sent
     finally:
         sock.close()
-    assert time.monotonic() - started < 8
+    assert time.monotonic() - started < 40
     with RawClient(harness.mx) as client:
         assert client.reply()[0].startswith("220")

@@ -29,6 +29,7 @@ from hato.app.cli_base import (
 from hato.app.cli_dns import dkim_group, dns_group
 from hato.app.cli_queue import queue
 from hato.app.cli_reports import report
+from hato.app.cli_sieve import add_sieve_commands
 from hato.app.cli_transfer import export_command, import_command
 from hato.app.config import Config, load_config
 from hato.app.quickstart import create_demo, instructions
@@ -46,6 +47,7 @@ cli.add_command(account)
 cli.add_command(alias)
 cli.add_command(export_command)
 cli.add_command(import_command)
+add_sieve_commands(cli, account)
 cli.add_command(report)
 cli.add_command(queue)
 cli.add_command(dns_group)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hato.app.config_dns import DnsConfig
 from hato.app.config_outbound import OutboundConfig
 from hato.app.confkinds import (
     NO_DEMO,
@@ -294,6 +295,7 @@ class Config:
     managesieve: ManageSieveConfig = field(default_factory=ManageSieveConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
     source: Path | None = None
 
     def listeners(self) -> list[tuple[str, Listener]]:
@@ -321,6 +323,7 @@ SECTIONS: tuple[tuple[str, type], ...] = (
     ("managesieve", ManageSieveConfig),
     ("http", HttpConfig),
     ("outbound", OutboundConfig),
+    ("dns", DnsConfig),
 )
 
 # Listeners that carry logins: without a certificate only demo mode (loopback plaintext) works.

@@ -14,12 +14,17 @@ from __future__ import annotations
 import ssl
 
 from hato.app.config import Config
+from hato.app.config_dns import make_resolver
+from hato.app.config_outbound import outbound_settings, read_smarthost_password
 from hato.codec.smtp import Limits
 from hato.core.clock import Clock, SystemClock
+from hato.outbound.dkim_sign import DkimKeys
+from hato.outbound.queue import QueueRunner
 from hato.policy.authn import Authenticator
 from hato.policy.smtp import Role
 from hato.servers.base import Service
 from hato.servers.imap import ImapService, ImapSettings
+from hato.servers.managesieve import ManageSieveServer, ManageSieveSettings
 from hato.servers.pop3 import Pop3Server, Pop3Settings
 from hato.servers.smtp import SmtpListener, SmtpService, SmtpSettings
 from hato.servers.tls import server_context
@@ -81,6 +86,26 @@ def pop3_settings(config: Config) -> Pop3Settings:
     )
 
 
+def managesieve_settings(config: Config) -> ManageSieveSettings:
+    return ManageSieveSettings(
+        hostname=config.server.hostname,
+        listeners=config.managesieve.listeners,
+        max_script_size=config.managesieve.max_script_size,
+    )
+
+
+def queue_runner(config: Config, store: MailStore, *, clock: Clock) -> QueueRunner:
+    """The outbound queue runner: MX routing, TLS policy, DKIM signing, retries, DSNs."""
+    outbound = config.outbound
+    settings = outbound_settings(
+        config.server.hostname, outbound, password=read_smarthost_password(outbound)
+    )
+    signer = DkimKeys(config.server.data_dir / "dkim").signer() if outbound.dkim else None
+    return QueueRunner(
+        settings, store=store, resolver=make_resolver(config.dns), clock=clock, signer=signer
+    )
+
+
 def build_services(
     config: Config, store: MailStore, *, clock: Clock | None = None
 ) -> list[Service]:
@@ -90,10 +115,14 @@ def build_services(
     authenticator = Authenticator(
         store, clock=clock, plaintext_on_loopback=config.server.demo
     )
-    services: list[Service] = []
+    # The queue runner starts first and stops last: SMTP sessions hand it messages.
+    runner = queue_runner(config, store, clock=clock)
+    services: list[Service] = [runner]
     smtp = smtp_settings(config)
     if smtp.listeners:
-        services.append(SmtpService(smtp, store, authenticator, tls=tls, clock=clock))
+        services.append(
+            SmtpService(smtp, store, authenticator, tls=tls, clock=clock, outbound=runner)
+        )
     imap = imap_settings(config)
     if imap.listeners:
         services.append(ImapService(imap, store, authenticator, clock=clock))
@@ -101,5 +130,10 @@ def build_services(
     if pop3.listeners:
         services.append(
             Pop3Server(pop3, store=store, authenticator=authenticator, tls_context=tls)
+        )
+    sieve = managesieve_settings(config)
+    if sieve.listeners:
+        services.append(
+            ManageSieveServer(sieve, store=store, authenticator=authenticator, tls_context=tls)
         )
     return services

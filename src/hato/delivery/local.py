@@ -8,7 +8,7 @@ fields (RFC 5321 §6.3), the TLS-Required header field of RFC 8689 §3/§4.1, an
 hand-off: the body is fsynced (``BlobWriter.commit`` in a worker thread) and then every copy
 is stored in one unit of work (``MailStore.deliver``), so "250 OK" means every copy is on disk.
 
-Leaves out: Sieve, content filters, DSN generation (RET/ENVID/NOTIFY/ORCPT travel on the
+Leaves out: content filters, DSN generation (RET/ENVID/NOTIFY/ORCPT travel on the
 envelope for the outbound queue, which comes later).
 
 Security: the body is streamed (never held whole in memory); header scanning keeps at most one
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from hato.codec.smtp_events import Envelope
 from hato.core.address import Address
+from hato.delivery.sieve import sieve_committed, sieve_plan
 from hato.store.api import BlobWriter, MailStore
 from hato.store.model import Appended, BlobRef, DeliveryTarget
 
@@ -201,5 +202,14 @@ class ReceivedMessage:
 
 async def deliver_local(store: MailStore, message: ReceivedMessage) -> list[Appended]:
     """Store one copy per target in one unit of work (all or none); QuotaExceeded names the
-    account over quota and stores nothing."""
-    return await store.deliver(message.blob, message.targets, internal_date=message.received_at)
+    account over quota and stores nothing. Sieve scripts choose the copies (delivery.sieve)."""
+    plan = await sieve_plan(
+        store,
+        blob=message.blob,
+        envelope=message.envelope,
+        targets=message.targets,
+        now=message.received_at,
+    )
+    appended = await store.deliver(message.blob, plan.targets, internal_date=message.received_at)
+    await sieve_committed(store, plan, now=message.received_at)
+    return appended

@@ -61,6 +61,7 @@ MAX_REDIRECTS = LIMITS.max_redirects  # RFC 5804 §1.7 MAXREDIRECTS
 NOTIFY_METHODS: tuple[str, ...] = ("mailto",) if "enotify" in ALL_EXTENSIONS else ()
 MAX_SIEVE_MESSAGE = 64 * 1024 * 1024  # larger messages are kept without running Sieve
 PERSONAL = "personal"  # RFC 6609 §3.1: the user's own scripts
+_SUMMARIES = ((0, "parse failed"), (0, "validation failed"))
 ENVIRONMENT = {"name": "Hato", "location": "MDA", "phase": "during"}  # RFC 5183 §4
 
 
@@ -79,7 +80,10 @@ def check_script(text: str, *, scripts: Mapping[str, str]) -> list[tuple[int, st
     try:
         parse_script(text, extensions=ALL_EXTENSIONS, include_loader=_Loader(dict(scripts)))
     except SieveError as exc:
-        return sorted(exc.errors)
+        # The compiler ends its list with a summary at line 0 ("parse failed"); errors with
+        # a line come first, in line order (RFC 5804 §2.6: the first error's line number).
+        found = [e for e in exc.errors if e not in _SUMMARIES] or list(exc.errors)
+        return sorted(found, key=lambda error: (error[0] == 0, error[0]))
     return []
 
 
@@ -157,7 +161,8 @@ def _sieve_envelope(envelope: Envelope, account_address: str) -> SieveEnvelope:
 
 
 class _StoreTracker:
-    """RFC 7352 / RFC 5230 §4.2 tracking lookups from the worker thread the script runs in."""
+    """RFC 7352 / RFC 5230 §4.2 tracking lookups from the worker thread the script runs in
+    (expiry is judged by the store's clock, which is the delivery's clock in practice)."""
 
     def __init__(self, store: MailStore, account_id: int, loop: asyncio.AbstractEventLoop) -> None:
         self._store = store
@@ -229,19 +234,23 @@ async def _run(
     scripts = {s.name: s.content for s in await store.list_scripts(account.id)}
     boxes = await store.list_mailboxes(account.id)
     exists = {b.name for b in boxes}
-    try:
+    tracker = _StoreTracker(store, account.id, asyncio.get_running_loop())
+
+    def compile_and_run() -> SieveResult:  # CPU work: in a worker thread, off the loop
         script = parse_script(content, extensions=ALL_EXTENSIONS, include_loader=_Loader(scripts))
-        result: SieveResult = await asyncio.to_thread(
-            run_script,
+        return run_script(
             script,
             message=message,
             envelope=_sieve_envelope(envelope, account.address),
             environment=ENVIRONMENT,
             mailbox_exists=lambda name: name in exists or name.upper() == INBOX,
-            duplicate_tracker=_StoreTracker(store, account.id, asyncio.get_running_loop()),
+            duplicate_tracker=tracker,
             clock=FixedClock(now),
             limits=LIMITS,
         )
+
+    try:
+        result = await asyncio.to_thread(compile_and_run)
     except SieveError as exc:
         # RFC 5228 §2.10.6: an error means implicit keep (and the user should learn why).
         log.event("sieve.script_error", user=account.address, errors=len(exc.errors))

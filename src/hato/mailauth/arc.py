@@ -183,16 +183,17 @@ def _oldest_pass(data: list[dict[Any, Any]]) -> int:
     return 0
 
 
-def _parse(message: bytes) -> Any:
-    return dkimpy.ARC(message, minkey=MIN_RSA_BITS)
+def _parse(message: bytes) -> tuple[Any, int, list[str]]:
+    arc = dkimpy.ARC(message, minkey=MIN_RSA_BITS)
+    count, names = _key_names(arc)
+    return arc, count, names
 
 
 async def verify(message: bytes, *, resolver: Resolver) -> ArcResult:
     """Validate the ARC chain of ``message`` (header and body, CRLF or LF lines)."""
     try:
-        arc = await asyncio.to_thread(_parse, message)
-        count, names = _key_names(arc)
-    except dkimpy.DKIMException as exc:
+        arc, count, names = await asyncio.to_thread(_parse, message)
+    except Exception as exc:  # RFC 8617 §5.2.1: any error validating the chain is fail
         return ArcResult(ArcStatus.FAIL, detail=f"malformed message: {str(exc)[:120]}")
     if count == 0:
         return ArcResult(ArcStatus.NONE)  # RFC 8617 §5.2 step 1: no ARC Sets
@@ -200,7 +201,10 @@ async def verify(message: bytes, *, resolver: Resolver) -> ArcResult:
         return ArcResult(ArcStatus.FAIL, count, detail=f"more than {MAX_INSTANCES} ARC Sets")
     fetched = await asyncio.gather(*(_fetch(resolver, n) for n in names))
     keys = dict(zip(names, fetched, strict=True))
-    cv, data, reason = await asyncio.to_thread(_validate, arc, keys)
+    try:
+        cv, data, reason = await asyncio.to_thread(_validate, arc, keys)
+    except Exception as exc:  # dkimpy on hostile input; RFC 8617 §5.2.1: fail
+        return ArcResult(ArcStatus.FAIL, count, detail=f"{type(exc).__name__}: {str(exc)[:120]}")
     seals = _seals(data)
     remote_ip = (
         _remote_ip(data[-1].get("aar-value")) if data and data[-1].get("instance") == 1 else None

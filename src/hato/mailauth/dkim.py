@@ -369,7 +369,7 @@ def _compute(headers: list[list[bytes]], body: bytes, candidates: Sequence[_Cand
         except dkimpy.ValidationError as exc:  # body hash mismatch: §6.1.3 step 3
             _fail(candidate, DkimStatus.FAIL, str(exc)[:120])
             continue
-        except (dkimpy.DKIMException, ValueError, TypeError, binascii.Error) as exc:
+        except Exception as exc:  # malformed input dkimpy chokes on: never a crash
             _fail(candidate, DkimStatus.PERMERROR, f"{type(exc).__name__}: {str(exc)[:120]}")
             continue
         if valid:
@@ -385,7 +385,7 @@ async def verify(
     now = (clock or SystemClock()).now()
     try:
         headers, body, candidates = await asyncio.to_thread(_prepare, message, now)
-    except dkimpy.MessageFormatError as exc:
+    except (dkimpy.DKIMException, ValueError, IndexError) as exc:  # unparsable header block
         return DkimVerification((DkimResult(DkimStatus.PERMERROR, detail=str(exc)[:120]),))
     await asyncio.gather(
         *(_fetch_key(resolver, c) for c in candidates if not c.done and c.key_name)

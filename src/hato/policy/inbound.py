@@ -21,7 +21,8 @@ signatures whose ``l=`` leaves body octets unsigned (RFC 6376 §8.2) do not coun
 The verdict carries our Authentication-Results field (RFC 8601) and the DMARC evaluation
 for aggregate reports (RFC 7489 §6.6.5, stored through ``ReportStore`` when one is given).
 
-Left out: spam and virus scoring (filters), DNSBL, failure reports (ruf).
+Left out: spam and virus scoring (filters), DNSBL, failure reports (ruf). The message is
+read into memory once for DKIM and ARC (dkimpy needs it whole); the SMTP size limit bounds it.
 
 Security: everything in the message is untrusted; incoming Authentication-Results fields
 claiming our authserv-id are removed by ``prepare_header`` (RFC 8601 §5).
@@ -321,7 +322,12 @@ class InboundVerifier:
         action, reply, mailbox = self._decide(checks, reasons, local=local)
         header = self._header(checks, facts)
         evaluation = self._evaluation(checks, facts)
-        if evaluation is not None and self.reports is not None:
+        # a tempfailed message comes back later: count it then, not twice (RFC 7489 §7.2)
+        if (
+            evaluation is not None
+            and self.reports is not None
+            and action is not InboundAction.TEMPFAIL
+        ):
             try:
                 await self.reports.record_dmarc_evaluation(evaluation)
             except Exception as exc:  # a report row is never worth losing the message

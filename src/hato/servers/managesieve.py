@@ -437,7 +437,7 @@ class _Session:
         scripts = {
             s.name: s.content for s in await self.server.store.list_scripts(self._account().id)
         }
-        errors = check_script(content, scripts=scripts)
+        errors = await asyncio.to_thread(check_script, content, scripts=scripts)
         if errors:
             raise ManageSieveError(ms.error_text(errors))
 

@@ -174,6 +174,8 @@ class Connection(asyncio.Protocol):
         if self.closed or self.transport is None or self.transport.is_closing():
             return
         self.transport.write(data)
+        if self._writable.is_set():
+            return
         try:
             # a peer that stops reading our replies cannot hold the session forever
             await asyncio.wait_for(self._writable.wait(), self.write_timeout)
@@ -181,10 +183,17 @@ class Connection(asyncio.Protocol):
             self.stalled = True
             raise
 
-    async def start_tls(self, context: ssl.SSLContext, *, timeout: float) -> None:
+    def stop_plaintext(self) -> None:
+        """Before the 220 to STARTTLS leaves: stop reading, and drop every byte received so
+        far (RFC 3207 §4.2: input pipelined after STARTTLS is discarded). What the client
+        sends from now on stays in the socket until the TLS layer reads it."""
         assert self.transport is not None
-        # RFC 3207 §4.2: bytes that arrived before the handshake (pipelined after STARTTLS)
-        # are dropped here, in the same step that stops reading plaintext.
+        self.transport.pause_reading()
+        self.codec.discard_input()
+
+    async def start_tls(self, context: ssl.SSLContext, *, timeout: float) -> None:
+        """Upgrade the connection (after ``stop_plaintext`` and the 220 reply)."""
+        assert self.transport is not None
         self.codec.discard_input()
         loop = asyncio.get_running_loop()
         transport = await loop.start_tls(

@@ -501,6 +501,7 @@ class SmtpSession:
         return Reply(235, "2.7.0", "Authentication successful")
 
     async def _upgrade(self) -> None:
+        self.conn.stop_plaintext()  # before the 220 is flushed: no plaintext after it
         await self.conn.flush()
         tls = self.service.tls
         assert tls is not None

@@ -28,7 +28,7 @@ from hato.codec.sieve.actions import (
     Vacation,
     action_name,
 )
-from hato.codec.sieve.interpreter import run_block, run_script, test
+from hato.codec.sieve.interpreter import run_script
 from hato.codec.sieve.language import ALL_EXTENSIONS, Cmd, Extension, Script, Spec
 from hato.codec.sieve.parser import parse
 from hato.codec.sieve.runtime import DuplicateTracker, Envelope, Runtime, SieveLimits
@@ -71,7 +71,8 @@ def parse_script(
     if found:
         raise SieveError([*found, (0, "validation failed")])
     includes = {
-        key: Script(cmds, required, name=key[1]) for key, (cmds, required) in library.scripts.items()
+        key: Script(cmds, required, name=key[1])
+        for key, (cmds, required) in library.scripts.items()
     }
     return Script(commands, frozenset(checker.required), includes, custom, name)
 
@@ -100,7 +101,5 @@ __all__ = [
     "Vacation",
     "action_name",
     "parse_script",
-    "run_block",
     "run_script",
-    "test",
 ]

@@ -119,6 +119,8 @@ class SieveResult:
     keep_flags: tuple[str, ...] | None = None
     keep_message: bytes | None = None
     marks: tuple[DuplicateMark, ...] = field(default=())
+    withheld: tuple[Action, ...] = ()  # vacation/notify decided not to be sent (RFC 3834)
+    warnings: tuple[tuple[int, str], ...] = ()  # e.g. a run-time :regex key that is invalid
 
     def deliveries(self) -> tuple[Action, ...]:
         """The actions with the implicit keep made explicit (as a final Keep)."""

@@ -13,7 +13,10 @@ import re
 
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+")
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*\Z")
-_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\Z")
+_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+\Z")
+_DOMAIN = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\Z"
+)
 _LITERAL = re.compile(r"\[[\x21-\x5a\x5e-\x7e]*\]")
 _DELIMS = set(' \t\r\n@<>,;:"()[]\\')
 
@@ -78,7 +81,9 @@ def _addr_spec(scan: _Scan) -> tuple[str | None, str]:
     local = scan.quoted()
     if local is None:
         local = scan.word()
-        if not local or not _DOT_ATOM.match(local):
+        # obsolete local parts with leading, trailing or doubled dots are still seen in the
+        # wild (Japanese mobile carriers); they are accepted as RFC 5322 §4.4 obs-local-part
+        if not local or not _LOCAL.match(local):
             return None, "invalid local part"
     scan.cfws()
     if scan.peek() != "@":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hato.codec.sieve import enotify
@@ -22,7 +23,6 @@ from hato.codec.sieve.addresses import parse_mailbox
 from hato.codec.sieve.comparators import CAPABILITY, COMPARATORS, DEFAULT, Comparator
 from hato.codec.sieve.language import Cmd
 from hato.codec.sieve.matchtypes import RELATIONS, MatchType, RegexError, compile_regex
-from hato.codec.sieve.parser import Node
 from hato.codec.sieve.strings import Ref, Template, has_bad_utf8, parse_name, shown
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def sanitize(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def check(ch: Checker, cmd: Cmd, node: Node) -> Cmd | None:
+def check(ch: Checker, cmd: Cmd) -> Cmd | None:
     """Run the checks that apply to ``cmd``; the command with its resolved comparator and
     match type, or None when in error."""
     spec = ch.specs[cmd.name]
@@ -78,7 +78,6 @@ def check(ch: Checker, cmd: Cmd, node: Node) -> Cmd | None:
         if resolved is None:
             return None
         cmd = dataclasses.replace(cmd, comparator=resolved[0], match=resolved[1])
-    del node
     fn = _CHECKS.get(cmd.name)
     if fn is None:
         return cmd
@@ -133,7 +132,9 @@ def _match(ch: Checker, cmd: Cmd) -> tuple[Comparator, MatchType] | None:
         return None
     if match.kind == "regex":
         if comparator.name not in ("i;octet", "i;ascii-casemap"):
-            ch.error(cmd.line, "regex match type only supports i;octet and i;ascii-casemap comparators")
+            ch.error(
+                cmd.line, "regex match type only supports i;octet and i;ascii-casemap comparators"
+            )
             return None
         keys = cmd.args[-1]
         ok = True
@@ -159,7 +160,7 @@ def _address(ch: Checker, cmd: Cmd) -> None:
         text = name.constant
         if text is not None and text.lower() not in ADDRESS_HEADERS:
             ch.error(cmd.line, f"specified header '{text}' is not allowed for the address test")
-    _index(ch, cmd, "test")
+    _index(ch, cmd, kind="test")
     _mime(ch, cmd)
 
 
@@ -173,7 +174,7 @@ def _envelope(ch: Checker, cmd: Cmd) -> None:
 
 
 def _header(ch: Checker, cmd: Cmd) -> None:
-    _index(ch, cmd, "test")
+    _index(ch, cmd, kind="test")
     _mime(ch, cmd)
 
 
@@ -181,10 +182,13 @@ def _exists(ch: Checker, cmd: Cmd) -> None:
     _mime(ch, cmd)
 
 
-def _index(ch: Checker, cmd: Cmd, kind: str) -> None:
+def _index(ch: Checker, cmd: Cmd, *, kind: str) -> None:
     index = cmd.tag_number("index")
     if "last" in cmd.tags and index is None:
-        ch.error(cmd.line, f"the :last tag for the {cmd.name} {kind} cannot be specified without the :index tag")
+        ch.error(
+            cmd.line,
+            f"the :last tag for the {cmd.name} {kind} cannot be specified without the :index tag",
+        )
     if index == 0:
         ch.error(cmd.line, f"the :index tag for the {cmd.name} {kind} cannot be zero")
 
@@ -202,17 +206,19 @@ def _mime(ch: Checker, cmd: Cmd) -> None:
 
 def _size(ch: Checker, cmd: Cmd) -> None:
     if "over" not in cmd.tags and "under" not in cmd.tags:
-        ch.error(cmd.line, "the size test requires either the :under or the :over tag to be specified")
+        ch.error(
+            cmd.line, "the size test requires either the :under or the :over tag to be specified"
+        )
 
 
-def _mailbox_name(ch: Checker, cmd: Cmd, template: Template, what: str) -> None:
+def _mailbox_name(ch: Checker, cmd: Cmd, *, template: Template, what: str) -> None:
     text = template.constant
     if text is not None and has_bad_utf8(text):
         ch.error(cmd.line, f"{what}: invalid folder name `{shown(text)}' specified: invalid utf-8")
 
 
 def _fileinto(ch: Checker, cmd: Cmd) -> None:
-    _mailbox_name(ch, cmd, cmd.string(0), "fileinto command")
+    _mailbox_name(ch, cmd, template=cmd.string(0), what="fileinto command")
     use = cmd.tag_string("specialuse")
     if use is not None and use.constant is not None and not _special_use_ok(use.constant):
         ch.error(
@@ -247,21 +253,20 @@ def _vacation(ch: Checker, cmd: Cmd) -> None:
             )
 
 
-def variable_target(ch: Checker, cmd: Cmd, template: Template, kind: str) -> Ref | None:
+def variable_target(ch: Checker, cmd: Cmd, template: Template) -> Ref | None:
     """A variable name argument (set, extracttext, setflag ...) resolved to its reference."""
     text = template.constant
     if text is None:
         ch.error(cmd.line, f"invalid variable name '{_shown_template(template)}'")
         return None
     split = parse_name(text)
-    if split is None or len(text) > 64 and not split[0]:
+    if split is None or (len(text) > 64 and not split[0]):
         ch.error(cmd.line, f"invalid variable name '{sanitize(text)}'")
         return None
     namespace, name = split
     if not namespace and name.isdigit():
         ch.error(cmd.line, "cannot assign to match variable")
         return None
-    del kind
     return ch.resolve(Ref(namespace, name.lower()), cmd.line, assign=True)
 
 
@@ -278,7 +283,7 @@ def _shown_template(template: Template) -> str:
 
 
 def _set(ch: Checker, cmd: Cmd) -> None:
-    target = variable_target(ch, cmd, cmd.string(0), "set")
+    target = variable_target(ch, cmd, cmd.string(0))
     if target is not None:
         cmd.extra["target"] = target
 
@@ -287,7 +292,7 @@ def _extracttext(ch: Checker, cmd: Cmd) -> None:
     if not ch.loops:
         ch.error(cmd.line, "the extracttext command is not placed inside a foreverypart loop")
         return
-    target = variable_target(ch, cmd, cmd.string(0), "extracttext")
+    target = variable_target(ch, cmd, cmd.string(0))
     if target is not None:
         cmd.extra["target"] = target
 
@@ -295,7 +300,7 @@ def _extracttext(ch: Checker, cmd: Cmd) -> None:
 def _flags(ch: Checker, cmd: Cmd) -> None:
     var = cmd.args[0]
     if isinstance(var, Template):
-        target = variable_target(ch, cmd, var, cmd.name)
+        target = variable_target(ch, cmd, var)
         if target is not None:
             cmd.extra["target"] = target
 
@@ -305,7 +310,7 @@ def _hasflag(ch: Checker, cmd: Cmd) -> None:
     if isinstance(names, tuple):
         targets = []
         for name in names:
-            target = variable_target(ch, cmd, name, "hasflag")
+            target = variable_target(ch, cmd, name)
             if target is not None:
                 targets.append(target)
         cmd.extra["targets"] = tuple(targets)
@@ -347,7 +352,9 @@ def _include(ch: Checker, cmd: Cmd) -> None:
         ch.error(cmd.line, f"include: invalid script name '{shown(name)}'")
         return
     location = "global" if "global" in cmd.tags else "personal"
-    key = ch.include(location, name, cmd.line, once="once" in cmd.tags, optional="optional" in cmd.tags)
+    key = ch.include(
+        location, name, line=cmd.line, once="once" in cmd.tags, optional="optional" in cmd.tags
+    )
     if key is not None:
         cmd.extra["script"] = key
 
@@ -379,9 +386,9 @@ def _break(ch: Checker, cmd: Cmd) -> None:
 
 def _duplicate(ch: Checker, cmd: Cmd) -> None:
     header = cmd.tag_string("header")
-    if header is not None and header.constant is not None:
-        if not _FIELD_NAME.match(header.constant):
-            ch.error(cmd.line, f"duplicate test: invalid header name `{header.constant}'")
+    text = header.constant if header is not None else None
+    if text is not None and not _FIELD_NAME.match(text):
+        ch.error(cmd.line, f"duplicate test: invalid header name `{text}'")
 
 
 def _notify(ch: Checker, cmd: Cmd) -> None:
@@ -406,15 +413,33 @@ def _field_value_ok(value: str) -> bool:
 def _deleteheader(ch: Checker, cmd: Cmd) -> None:
     name = cmd.string(0).constant
     if name is not None and not _FIELD_NAME.match(name):
-        ch.error(cmd.line, f"deleteheader command: specified field name `{sanitize(name)}' is invalid")
-    _index(ch, cmd, "command")
+        ch.error(
+            cmd.line, f"deleteheader command: specified field name `{sanitize(name)}' is invalid"
+        )
+    _index(ch, cmd, kind="command")
+
+
+def _specialuse_exists(ch: Checker, cmd: Cmd) -> None:
+    flags = cmd.args[1]
+    assert isinstance(flags, tuple)
+    for flag in flags:
+        if flag.constant is not None and not _special_use_ok(flag.constant):
+            ch.error(
+                cmd.line,
+                f"specialuse_exists test: invalid special-use flag `{shown(flag.constant)}' "
+                "specified",
+            )
 
 
 def _mailboxexists(ch: Checker, cmd: Cmd) -> None:
     del ch, cmd  # invalid UTF-8 names only make the test false (Pigeonhole warns)
 
 
-_CHECKS = {
+def _date(ch: Checker, cmd: Cmd) -> None:
+    _index(ch, cmd, kind="test")
+
+
+_CHECKS: dict[str, Callable[[Checker, Cmd], None]] = {
     "address": _address,
     "envelope": _envelope,
     "header": _header,
@@ -438,5 +463,6 @@ _CHECKS = {
     "addheader": _addheader,
     "deleteheader": _deleteheader,
     "mailboxexists": _mailboxexists,
-    "date": lambda ch, cmd: _index(ch, cmd, "test"),
+    "specialuse_exists": _specialuse_exists,
+    "date": _date,
 }

@@ -73,10 +73,10 @@ def _numeric(text: str) -> int | None:
 
 
 COMPARATORS: dict[str, Comparator] = {
-    "i;octet": Comparator("i;octet", True),
-    "i;ascii-casemap": Comparator("i;ascii-casemap", True),
-    "i;ascii-numeric": Comparator("i;ascii-numeric", False),
-    "i;unicode-casemap": Comparator("i;unicode-casemap", True),
+    "i;octet": Comparator("i;octet", substring=True),
+    "i;ascii-casemap": Comparator("i;ascii-casemap", substring=True),
+    "i;ascii-numeric": Comparator("i;ascii-numeric", substring=False),
+    "i;unicode-casemap": Comparator("i;unicode-casemap", substring=True),
 }
 
 # the capability that must be required before a comparator may be named (RFC 5228 §2.7.3)

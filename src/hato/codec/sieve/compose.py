@@ -156,8 +156,7 @@ def reject_mdn(
         _header("To", f"<{envelope_sender}>"),
         _header(
             "Subject",
-            "Automatically rejected mail"
-            + (f": {subject.text()}" if subject is not None else ""),
+            "Automatically rejected mail" + (f": {subject.text()}" if subject is not None else ""),
         ),
         "Auto-Submitted: auto-replied (rejected)\r\n",
         "Precedence: bulk\r\n",

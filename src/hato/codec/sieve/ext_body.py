@@ -14,6 +14,8 @@ from hato.codec.mime.content import decode_encapsulated
 from hato.codec.sieve.language import Cmd
 from hato.codec.sieve.runtime import CommandFn, Runtime, TestFn
 
+_ENCODINGS = frozenset({"7bit", "8bit", "binary", "base64", "quoted-printable"})
+
 
 def _type_matches(part: Part, wanted: str) -> bool:
     if wanted == "":
@@ -46,8 +48,8 @@ def _part_text(part: Part, data: bytes) -> str | None:
         head = data[part.body_start : first.header_start]
         tail = data[last.body_end : part.body_end]
         return (head + tail).decode("utf-8", "replace")
-    if part.message is not None:
-        return None
+    if part.message is not None or part.mime_type == "message/rfc822":
+        return data[part.body_start : part.body_end].decode("utf-8", "replace")
     if part.content_type == "text":
         text = text_content(part, data)
         return text
@@ -59,28 +61,38 @@ def body_texts(rt: Runtime, cmd: Cmd) -> list[str]:
     root = rt.part
     data = rt.message
     if "raw" in cmd.tags:
-        return [data[root.body_start : root.body_end].decode("utf-8", "surrogateescape")]
+        raw = data[root.body_start : root.body_end]
+        # RFC 5173 §5: a message without a body has nothing to match, not even ""
+        return [raw.decode("utf-8", "surrogateescape")] if raw else []
     wanted = rt.expand_all(cmd.tag_strings("content") or ()) if "content" in cmd.tags else None
     out: list[str] = []
     for part, source in _walk(root, data):
-        if part is root and part.children:
-            continue
         if wanted is None:  # :text (the default)
-            if part.content_type != "text" or part.children:
+            html = part.subtype in ("html", "xhtml+xml")
+            if part.children or not (part.content_type == "text" or html):
                 continue
-            text = text_content(part, source)
-            out.append(html_to_text(text) if part.subtype == "html" else text)
+            if part.transfer_encoding not in _ENCODINGS:
+                continue  # a body we cannot decode is not text
+            text = (
+                text_content(part, source)
+                if part.content_type == "text"
+                else (decode_body(part, source).decode("utf-8", "replace"))
+            )
+            text = html_to_text(text) if html else text
+            if text:
+                out.append(text)
             continue
         if not any(_type_matches(part, w) for w in wanted):
             continue
-        text = _part_text(part, source)
-        if text is not None:
-            out.append(text)
+        content = _part_text(part, source)
+        if content is not None:
+            out.append(content)
     return out
 
 
 def _body(rt: Runtime, cmd: Cmd) -> bool:
-    return rt.matches(cmd, body_texts(rt, cmd), rt.expand_all(cmd.strings(0)))
+    # Pigeonhole leaves match variables alone after body (bodies are too large to capture)
+    return rt.matches(cmd, body_texts(rt, cmd), keys=rt.expand_all(cmd.strings(0)), capture=False)
 
 
 COMMANDS: dict[str, CommandFn] = {}

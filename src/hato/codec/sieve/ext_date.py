@@ -81,7 +81,7 @@ def date_part(moment: datetime, part: str) -> str | None:
     return None
 
 
-def _shift(rt: Runtime, cmd: Cmd, moment: datetime) -> datetime | None:
+def _shift(rt: Runtime, cmd: Cmd, *, moment: datetime) -> datetime | None:
     if "originalzone" in cmd.tags:
         return moment
     zone_arg = cmd.tag_string("zone")
@@ -104,19 +104,19 @@ def _date(rt: Runtime, cmd: Cmd) -> bool:
             continue
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        shifted = _shift(rt, cmd, moment)
+        shifted = _shift(rt, cmd, moment=moment)
         value = date_part(shifted, part) if shifted is not None else None
         if value is not None:
             values.append(value)
-    return rt.matches(cmd, values, rt.expand_all(cmd.strings(2)))
+    return rt.matches(cmd, values, keys=rt.expand_all(cmd.strings(2)))
 
 
 def _currentdate(rt: Runtime, cmd: Cmd) -> bool:
     now = datetime.fromtimestamp(rt.clock.now(), tz=UTC)
-    shifted = _shift(rt, cmd, now)
+    shifted = _shift(rt, cmd, moment=now)
     value = date_part(shifted, rt.expand(cmd.string(0))) if shifted is not None else None
     values = [value] if value is not None else []
-    return rt.matches(cmd, values, rt.expand_all(cmd.strings(1)))
+    return rt.matches(cmd, values, keys=rt.expand_all(cmd.strings(1)))
 
 
 COMMANDS: dict[str, CommandFn] = {}

@@ -9,7 +9,7 @@ Leaves out: nothing.
 
 from __future__ import annotations
 
-from hato.codec.sieve.language import Cmd, Template
+from hato.codec.sieve.language import Cmd
 from hato.codec.sieve.runtime import CommandFn, Runtime, TestFn, split_flags
 from hato.codec.sieve.strings import Ref
 
@@ -21,7 +21,7 @@ def _get(rt: Runtime, cmd: Cmd) -> list[str]:
     return list(rt.flags)
 
 
-def _put(rt: Runtime, cmd: Cmd, flags: list[str]) -> None:
+def _put(rt: Runtime, cmd: Cmd, *, flags: list[str]) -> None:
     target = cmd.extra.get("target")
     if isinstance(target, Ref):
         rt.assign(target, " ".join(flags))
@@ -37,16 +37,16 @@ def _given(rt: Runtime, cmd: Cmd) -> list[str]:
 
 
 def _setflag(rt: Runtime, cmd: Cmd) -> None:
-    _put(rt, cmd, _given(rt, cmd))
+    _put(rt, cmd, flags=_given(rt, cmd))
 
 
 def _addflag(rt: Runtime, cmd: Cmd) -> None:
-    _put(rt, cmd, split_flags([" ".join(_get(rt, cmd) + _given(rt, cmd))]))
+    _put(rt, cmd, flags=split_flags([" ".join(_get(rt, cmd) + _given(rt, cmd))]))
 
 
 def _removeflag(rt: Runtime, cmd: Cmd) -> None:
     gone = {f.lower() for f in _given(rt, cmd)}
-    _put(rt, cmd, [f for f in _get(rt, cmd) if f.lower() not in gone])
+    _put(rt, cmd, flags=[f for f in _get(rt, cmd) if f.lower() not in gone])
 
 
 def _hasflag(rt: Runtime, cmd: Cmd) -> bool:
@@ -59,7 +59,7 @@ def _hasflag(rt: Runtime, cmd: Cmd) -> bool:
     assert isinstance(keys, tuple)
     # RFC 5232 §4: each key may itself hold several space-separated flags
     wanted = [k for key in rt.expand_all(keys) for k in (key.split() or [key])]
-    return rt.matches(cmd, flags, wanted)
+    return rt.matches(cmd, flags, keys=wanted)
 
 
 COMMANDS: dict[str, CommandFn] = {
@@ -68,5 +68,3 @@ COMMANDS: dict[str, CommandFn] = {
     "removeflag": _removeflag,
 }
 TESTS: dict[str, TestFn] = {"hasflag": _hasflag}
-
-__all__ = ["COMMANDS", "TESTS", "Template"]

@@ -11,7 +11,7 @@ Leaves out: replace and enclose (RFC 5703 §5-§6).
 
 from __future__ import annotations
 
-from hato.codec.mime import Part, parse_mime_value, text_content
+from hato.codec.mime import Part, html_to_text, parse_mime_value, text_content
 from hato.codec.mime.content import decode_encapsulated
 from hato.codec.sieve.ext_variables import apply_modifiers
 from hato.codec.sieve.language import Cmd
@@ -38,7 +38,7 @@ def parts_for(rt: Runtime, cmd: Cmd) -> list[Part]:
     return [current]
 
 
-def header_values(rt: Runtime, cmd: Cmd, name: str, part: Part) -> list[str]:
+def header_values(rt: Runtime, cmd: Cmd, *, name: str, part: Part) -> list[str]:
     """The values a header test compares for ``name`` in ``part``."""
     option = next((t for t in ("type", "subtype", "contenttype", "param") if t in cmd.tags), None)
     if option is None:
@@ -84,9 +84,18 @@ def _walk(rt: Runtime, part: Part) -> list[Part]:
 def _foreverypart(rt: Runtime, cmd: Cmd) -> None:
     start = rt.current_part()
     depth = len(rt.parts)
+    if depth >= rt.limits.max_foreverypart_depth:  # RFC 5703 §3: bounded nesting
+        raise runtime_error(
+            cmd,
+            "the nested foreverypart loop exceeds the nesting limit "
+            f"(<= {rt.limits.max_foreverypart_depth} levels)",
+        )
     targets: list[Part] = []
-    for child in _children(rt, start):
-        targets.extend(_walk(rt, child))
+    if not rt.parts:  # the outermost loop starts at the message itself
+        targets = _walk(rt, start)
+    else:  # a nested loop visits the parts below the current one
+        for child in _children(rt, start):
+            targets.extend(_walk(rt, child))
     for target in targets:
         rt.parts.append(target)
         try:
@@ -109,6 +118,8 @@ def _extracttext(rt: Runtime, cmd: Cmd) -> None:
     text = ""
     if part.content_type == "text" and not part.children:
         text = text_content(part, rt.message)
+        if part.subtype == "html":
+            text = html_to_text(text)
     first = cmd.tag_number("first")
     if first is not None:
         text = text[:first]  # RFC 5703 §7: the first n characters

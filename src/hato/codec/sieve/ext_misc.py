@@ -49,18 +49,18 @@ def _environment(rt: Runtime, cmd: Cmd) -> bool:
     value = environment_item(rt, rt.expand(cmd.string(0)))
     if value is None:
         return False  # RFC 5183 §4: unknown item
-    return rt.matches(cmd, [value], rt.expand_all(cmd.strings(1)))
+    return rt.matches(cmd, [value], keys=rt.expand_all(cmd.strings(1)))
 
 
 def _spamtest(rt: Runtime, cmd: Cmd) -> bool:
     key = "vnd.hato.spamtest-percent" if "percent" in cmd.tags else "vnd.hato.spamtest"
     value = rt.environment.get(key, "0")
-    return rt.matches(cmd, [value], [rt.expand(cmd.string(0))])
+    return rt.matches(cmd, [value], keys=[rt.expand(cmd.string(0))])
 
 
 def _virustest(rt: Runtime, cmd: Cmd) -> bool:
     value = rt.environment.get("vnd.hato.virustest", "0")
-    return rt.matches(cmd, [value], [rt.expand(cmd.string(0))])
+    return rt.matches(cmd, [value], keys=[rt.expand(cmd.string(0))])
 
 
 def _mailboxexists(rt: Runtime, cmd: Cmd) -> bool:

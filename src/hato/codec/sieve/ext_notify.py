@@ -48,8 +48,7 @@ def _notify(rt: Runtime, cmd: Cmd) -> None:
     if count >= rt.limits.max_notifications:
         raise runtime_error(
             cmd,
-            "number of notify actions exceeds policy limit "
-            f"({rt.limits.max_notifications})",
+            f"number of notify actions exceeds policy limit ({rt.limits.max_notifications})",
         )
     automated = any(
         v.split(";")[0].strip().lower() != "no" for v in rt.header_values("auto-submitted")
@@ -65,7 +64,7 @@ def _capability(rt: Runtime, cmd: Cmd) -> bool:
     value = enotify.capability(rt.expand(cmd.string(0)), rt.expand(cmd.string(1)))
     if value is None:
         return False
-    return rt.matches(cmd, [value], rt.expand_all(cmd.strings(2)))
+    return rt.matches(cmd, [value], keys=rt.expand_all(cmd.strings(2)))
 
 
 COMMANDS: dict[str, CommandFn] = {"notify": _notify}

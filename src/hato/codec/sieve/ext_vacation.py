@@ -39,11 +39,11 @@ MAX_SUBJECT = 256
 
 
 def _norm(address: str) -> str:
-    local, _, domain = address.rpartition("@")
-    return f"{local}@{domain.lower()}" if local else address.lower()
+    # user addresses are compared case-insensitively (mail systems fold local parts too)
+    return address.strip().strip("<>").lower()
 
 
-def suppressed(rt: Runtime, sender: str, mine: set[str]) -> str | None:
+def suppressed(rt: Runtime, sender: str, *, mine: set[str]) -> str | None:
     """Why no auto-reply may be sent (RFC 3834 §2, RFC 5230 §4.5-§4.6), or None."""
     if not sender:
         return "null sender"
@@ -55,16 +55,27 @@ def suppressed(rt: Runtime, sender: str, mine: set[str]) -> str | None:
     for value in rt.header_values("auto-submitted"):
         if value.split(";")[0].strip().lower() != "no":
             return "auto-submitted"
+    for value in rt.header_values("x-auto-response-suppress"):
+        # Microsoft's equivalent of RFC 3834: no out-of-office replies wanted
+        if {v.strip().lower() for v in value.split(",")} & {"all", "oof"}:
+            return "auto-response suppressed"
     for value in rt.header_values("precedence"):
         if value.strip().lower() in ("bulk", "list", "junk"):
             return "bulk precedence"
     if any(rt.part.header(h) is not None for h in _LIST_HEADERS):
         return "mailing list"
-    found = {
-        _norm(a) for h in _RECIPIENT_HEADERS for v in rt.raw_header_values(h) for a in rt.addresses_of(v)
-    }
-    if not found & mine:
+    if addressed_to(rt, mine) is None:
         return "not addressed to the user"
+    return None
+
+
+def addressed_to(rt: Runtime, mine: set[str]) -> str | None:
+    """The first of the user's addresses found in the recipient fields (RFC 5230 §4.5)."""
+    for name in _RECIPIENT_HEADERS:
+        for value in rt.raw_header_values(name):
+            for address in rt.addresses_of(value):
+                if _norm(address) in mine:
+                    return address
     return None
 
 
@@ -97,7 +108,7 @@ def _vacation(rt: Runtime, cmd: Cmd) -> None:
     from_arg = cmd.tag_string("from")
     sender = rt.envelope.from_
     user = rt.envelope.to
-    mine = {_norm(user)} if user else set()
+    mine = {_norm(a) for a in (user, rt.envelope.orig_to) if a}
     for item in rt.expand_all(cmd.tag_strings("addresses") or ()):
         address, _ = parse_mailbox(item)
         if address is not None:
@@ -121,21 +132,31 @@ def _vacation(rt: Runtime, cmd: Cmd) -> None:
         handle = rt.expand(handle_arg)
     else:  # RFC 5230 §4.2: the same reason, subject, from and mime make the same handle
         handle = "\x00".join(
-            (reason, rt.expand(subject_arg) if subject_arg else "", from_text or "", str("mime" in cmd.tags))
+            (
+                reason,
+                rt.expand(subject_arg) if subject_arg else "",
+                from_text or "",
+                str("mime" in cmd.tags),
+            )
         )
     recipient = (sender or "").strip("<>")
-    why = suppressed(rt, recipient, mine)
-    key = "vacation:" + hashlib.sha256(
-        f"{handle}\x00{_norm(recipient)}".encode("utf-8", "surrogateescape")
-    ).hexdigest()
+    why = suppressed(rt, recipient, mine=mine)
+    key = (
+        "vacation:"
+        + hashlib.sha256(
+            f"{handle}\x00{_norm(recipient)}".encode("utf-8", "surrogateescape")
+        ).hexdigest()
+    )
     if why is None and rt.tracker is not None and rt.tracker.seen(key, now=rt.clock.now()):
         why = "already replied"  # RFC 5230 §4.1: once per period
     if subject_arg is not None:
         subject = rt.expand(subject_arg)
     else:
         original = rt.header_values("subject")
-        subject = f"Auto: {original[0]}" if original else ""  # RFC 5230 §4.4
-    reply_from = from_text or user
+        # RFC 5230 §4.4: "Auto: " and the original subject
+        subject = f"Auto: {original[0]}" if original else "Automated reply"
+    # RFC 5230 §4.3 (and 4.5): without :from, reply from the address the mail was sent to
+    reply_from = from_text or addressed_to(rt, mine) or user
     message_id = rt.raw_header_values("message-id")
     references = rt.raw_header_values("references")
     in_reply_to = message_id[0] if message_id else None

@@ -61,7 +61,7 @@ def _string(rt: Runtime, cmd: Cmd) -> bool:
     values = rt.expand_all(cmd.strings(0))
     if cmd.match is not None and cmd.match.kind == "count":
         values = [v for v in values if v != ""]  # RFC 5229 §5: "" counts 0
-    return rt.matches(cmd, values, rt.expand_all(cmd.strings(1)))
+    return rt.matches(cmd, values, keys=rt.expand_all(cmd.strings(1)))
 
 
 COMMANDS: dict[str, CommandFn] = {"set": _set}

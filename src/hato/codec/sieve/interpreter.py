@@ -79,7 +79,7 @@ def run_script(
     if error is not None:
         # RFC 5228 §2.10.6: a runtime error falls back to the implicit keep, with the
         # original header (RFC 5293 §7)
-        return SieveResult((), True, error.errors)
+        return SieveResult((), implicit_keep=True, errors=error.errors)
     return result_of(rt)
 
 
@@ -94,11 +94,12 @@ def result_of(rt: Runtime) -> SieveResult:
     keep_flags = tuple(rt.flags) if ("imap4flags" in rt.root.required or rt.flags_used) else None
     return SieveResult(
         tuple(rt.actions),
-        rt.implicit_keep,
-        (),
-        keep_flags,
-        rt.edited_message(),
-        tuple(rt.marks),
+        implicit_keep=rt.implicit_keep,
+        keep_flags=keep_flags,
+        keep_message=rt.edited_message(),
+        marks=tuple(rt.marks),
+        withheld=tuple(rt.withheld),
+        warnings=tuple(rt.warnings),
     )
 
 
@@ -177,11 +178,11 @@ def _address(rt: Runtime, cmd: Cmd) -> bool:
             fields = ext_mime.select_fields(cmd, rt.raw_header_values(name, where))
             for value in fields:
                 addresses.extend(rt.addresses_of(value))
-            values.extend(_parts(rt, cmd, addresses))
-    return rt.matches(cmd, values, rt.expand_all(cmd.strings(1)))
+            values.extend(_parts(rt, cmd, addresses=addresses))
+    return rt.matches(cmd, values, keys=rt.expand_all(cmd.strings(1)))
 
 
-def _parts(rt: Runtime, cmd: Cmd, addresses: list[str]) -> list[str]:
+def _parts(rt: Runtime, cmd: Cmd, *, addresses: list[str]) -> list[str]:
     which = next((t for t in ("localpart", "domain", "user", "detail") if t in cmd.tags), "all")
     out: list[str] = []
     for address in addresses:
@@ -204,16 +205,16 @@ def _envelope(rt: Runtime, cmd: Cmd) -> bool:
         if raw is None:
             continue
         # RFC 5228 §5.4: the null reverse-path is the empty string
-        values.extend(_parts(rt, cmd, [raw.strip("<>")]))
-    return rt.matches(cmd, values, rt.expand_all(cmd.strings(1)))
+        values.extend(_parts(rt, cmd, addresses=[raw.strip("<>")]))
+    return rt.matches(cmd, values, keys=rt.expand_all(cmd.strings(1)))
 
 
 def _header(rt: Runtime, cmd: Cmd) -> bool:
     values: list[str] = []
     for name in rt.expand_all(cmd.strings(0)):
         for where in ext_mime.parts_for(rt, cmd):
-            values.extend(ext_mime.header_values(rt, cmd, name, where))
-    return rt.matches(cmd, values, rt.expand_all(cmd.strings(1)))
+            values.extend(ext_mime.header_values(rt, cmd, name=name, part=where))
+    return rt.matches(cmd, values, keys=rt.expand_all(cmd.strings(1)))
 
 
 def _exists(rt: Runtime, cmd: Cmd) -> bool:
@@ -262,14 +263,15 @@ def _redirect(rt: Runtime, cmd: Cmd) -> None:
     if address is None:
         raise runtime_error(cmd, f"specified redirect address '{text}' is invalid: {reason}")
     copy = "copy" in cmd.tags  # RFC 3894 §3: :copy keeps the implicit keep
-    rt.add(cmd, Redirect(address, copy, rt.edited_message()), cancel_keep=not copy)
+    rt.add(cmd, Redirect(address, copy=copy, message=rt.edited_message()), cancel_keep=not copy)
 
 
 def _fileinto(rt: Runtime, cmd: Cmd) -> None:
     mailbox = rt.expand(cmd.string(0))
     if has_bad_utf8(mailbox):
         raise runtime_error(
-            cmd, f"fileinto command: invalid folder name `{shown(mailbox)}' specified: invalid utf-8"
+            cmd,
+            f"fileinto command: invalid folder name `{shown(mailbox)}' specified: invalid utf-8",
         )
     if not mailbox or "\x00" in mailbox or "\r" in mailbox or "\n" in mailbox:
         raise runtime_error(cmd, f"fileinto command: invalid folder name `{mailbox}' specified")
@@ -279,10 +281,10 @@ def _fileinto(rt: Runtime, cmd: Cmd) -> None:
     action = FileInto(
         mailbox,
         flags,
-        "create" in cmd.tags,
-        rt.expand(use) if use is not None else None,
-        copy,
-        rt.edited_message(),
+        create="create" in cmd.tags,
+        special_use=rt.expand(use) if use is not None else None,
+        copy=copy,
+        message=rt.edited_message(),
     )
     rt.add(cmd, action, cancel_keep=not copy)
 

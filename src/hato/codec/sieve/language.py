@@ -277,8 +277,8 @@ SPECS: tuple[Spec, ...] = (
         True,
         "body",
         positional=(Param(SL, "key list"),),
-        tags=MATCH_TAGS
-        + (
+        tags=(
+            *MATCH_TAGS,
             TagDef("raw", group="body-transform"),
             TagDef("content", SL, group="body-transform"),
             TagDef("text", group="body-transform"),

@@ -104,7 +104,7 @@ def tokenize(text: str) -> tuple[list[Token], list[tuple[int, str]]]:
             pos += 1
             continue
         if ch == '"':
-            pos, line = _quoted(text, pos, line, tokens, errors)
+            pos, line = _quoted(text, pos, line=line, tokens=tokens, errors=errors)
             continue
         if ch == ":":
             m = _IDENT.match(text, pos + 1)
@@ -138,7 +138,7 @@ def tokenize(text: str) -> tuple[list[Token], list[tuple[int, str]]]:
             if name == "text":
                 t = _TEXT_START.match(text, pos)
                 if t is not None:
-                    pos, line = _multiline(text, t.end(), line, tokens, errors)
+                    pos, line = _multiline(text, t.end(), line=line, tokens=tokens, errors=errors)
                     continue
             if len(name) > MAX_IDENTIFIER:
                 errors.append((line, f"encountered impossibly long identifier '{name[:29]}...'"))
@@ -160,7 +160,7 @@ def tokenize(text: str) -> tuple[list[Token], list[tuple[int, str]]]:
 
 
 def _quoted(
-    text: str, pos: int, line: int, tokens: list[Token], errors: list[tuple[int, str]]
+    text: str, pos: int, *, line: int, tokens: list[Token], errors: list[tuple[int, str]]
 ) -> tuple[int, int]:
     """RFC 5228 §2.4.2: a quoted string; ``\\`` escapes the next character, whatever it is."""
     start_line = line
@@ -189,7 +189,7 @@ def _quoted(
 
 
 def _multiline(
-    text: str, pos: int, line: int, tokens: list[Token], errors: list[tuple[int, str]]
+    text: str, pos: int, *, line: int, tokens: list[Token], errors: list[tuple[int, str]]
 ) -> tuple[int, int]:
     """RFC 5228 §2.4.2 multi-line: lines up to a lone ".", a leading ".." read as "."."""
     start_line = line

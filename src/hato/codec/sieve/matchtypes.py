@@ -59,7 +59,7 @@ def _glob_tokens(pattern: str) -> list[tuple[str, str]]:
     return out
 
 
-def glob_match(pattern: str, text: str, comparator: Comparator) -> list[str] | None:
+def glob_match(pattern: str, text: str, *, comparator: Comparator) -> list[str] | None:
     """The wildcard captures (``[whole, w1, w2, ...]``) when ``text`` matches, else None."""
     segments: list[list[tuple[str, str]]] = [[]]
     for kind, ch in _glob_tokens(pattern):
@@ -215,7 +215,7 @@ class Matcher:
         if kind == "contains":
             return [] if cmp.fold(key) in cmp.fold(value) else None
         if kind == "matches":
-            return glob_match(key, value, cmp)
+            return glob_match(key, value, comparator=cmp)
         if kind == "regex":
             m = self.regex(key).search(value)
             if m is None:

@@ -132,11 +132,11 @@ class _Parser:
             raise self.error(tok.line, f"expected identifier, but found {_describe(tok)}")
         self.advance()
         name = str(tok.value)
-        args, tests, test_list = self.arguments(name, "command", 0)
+        args, tests, test_list = self.arguments(name, "command", depth=0)
         end = self.tok
         if end.kind is Kind.SEMICOLON:
             self.advance()
-            return Node(name, tok.line, args, tests, test_list, None)
+            return Node(name, tok.line, args, tests, test_list=test_list, block=None)
         if end.kind is Kind.LBRACE:
             self.advance()
             if depth + 1 > MAX_BLOCK_NESTING:
@@ -147,11 +147,9 @@ class _Parser:
                 raise _Skip()
             block = self.commands(depth + 1)
             if self.tok.kind is not Kind.RBRACE:
-                raise self.error(
-                    self.tok.line, "end of file before end of block: missing '}'"
-                )
+                raise self.error(self.tok.line, "end of file before end of block: missing '}'")
             self.advance()
-            return Node(name, tok.line, args, tests, test_list, tuple(block))
+            return Node(name, tok.line, args, tests, test_list=test_list, block=tuple(block))
         what = "unknown characters" if end.kind is Kind.GARBAGE else _describe(end)
         raise self.error(
             end.line,
@@ -160,14 +158,14 @@ class _Parser:
         )
 
     def arguments(
-        self, name: str, kind: str, depth: int
+        self, name: str, kind: str, *, depth: int
     ) -> tuple[tuple[Argument, ...], tuple[Node, ...], bool]:
         args: list[Argument] = []
         while True:
             tok = self.tok
             if tok.kind is Kind.STRING:
                 self.advance()
-                args.append(StringList((str(tok.value),), tok.line, False))
+                args.append(StringList((str(tok.value),), tok.line, bracketed=False))
             elif tok.kind is Kind.LBRACKET:
                 args.append(self.string_list())
             elif tok.kind is Kind.NUMBER:
@@ -204,7 +202,7 @@ class _Parser:
                 continue
             if sep.kind is Kind.RBRACKET:
                 self.advance()
-                return StringList(tuple(items), open_tok.line, True)
+                return StringList(tuple(items), open_tok.line, bracketed=True)
             raise self.error(
                 sep.line, f"expected ',' or end of string list ']', but found {_describe(sep)}"
             )
@@ -217,8 +215,8 @@ class _Parser:
             raise self.error(tok.line, f"cannot nest tests deeper than {MAX_TEST_NESTING} levels")
         self.advance()
         name = str(tok.value)
-        args, tests, test_list = self.arguments(name, "test", depth)
-        return Node(name, tok.line, args, tests, test_list, None)
+        args, tests, test_list = self.arguments(name, "test", depth=depth)
+        return Node(name, tok.line, args, tests, test_list=test_list, block=None)
 
     def test_list(self, depth: int) -> tuple[Node, ...]:
         self.advance()  # "("

@@ -36,7 +36,6 @@ from hato.codec.sieve.strings import Ref, Template
 from hato.core.clock import Clock
 from hato.core.errors import SieveError
 
-
 CommandFn = Callable[["Runtime", Cmd], None]
 TestFn = Callable[["Runtime", Cmd], bool]
 
@@ -66,6 +65,7 @@ class SieveLimits:
     max_variable_size: int = 4096
     max_header_size: int = 2048  # editheader (RFC 5293 §6 leaves it to the implementation)
     max_notifications: int = 12
+    max_foreverypart_depth: int = 4  # RFC 5703 §3 leaves the limit to the implementation
     vacation_default_period: int = 7 * 86400  # RFC 5230 §4.1: default 7 days
     vacation_min_period: int = 86400  # RFC 5230 §4.1: at least 1 day (RFC 6131 §2: may be less)
     vacation_max_period: int = 0  # 0 = no maximum
@@ -144,6 +144,7 @@ class Runtime:
         self.locals: dict[str, str] = {}
         self.match: list[str] = []
         self.actions: list[Action] = []
+        self.warnings: list[tuple[int, str]] = []  # problems that did not stop the run
         self.withheld: list[Action] = []  # decided not to be sent (RFC 3834 rules, limits)
         self.implicit_keep = True
         self.flags: list[str] = []
@@ -242,18 +243,34 @@ class Runtime:
 
     # -- matching ------------------------------------------------------------------------
 
-    def matches(self, cmd: Cmd, values: list[str], keys: list[str]) -> bool:
+    def matches(
+        self, cmd: Cmd, values: list[str], *, keys: list[str], capture: bool = True
+    ) -> bool:
         """RFC 5228 §2.7: true when any value matches any key; sets match variables."""
         assert cmd.match is not None and cmd.comparator is not None
         matcher = Matcher(cmd.match, cmd.comparator)
-        try:
-            captures = matcher.any(values, keys)
-        except RegexError as exc:
-            raise runtime_error(cmd, f"invalid regular expression for regex match: {exc}") from None
+        if cmd.match.kind == "regex":
+            # a key that is no valid expression (known only at run time) matches nothing
+            usable = []
+            for key in keys:
+                try:
+                    matcher.regex(key)
+                except RegexError as exc:
+                    self.warnings.append(
+                        (cmd.line, f"invalid regular expression '{key}' for regex match: {exc}")
+                    )
+                    continue
+                usable.append(key)
+            keys = usable
+        captures = matcher.any(values, keys)
         if captures is None:
             return False
         # RFC 5229 §3.2: a successful :matches (or :regex) sets the match variables
-        if cmd.match.kind in ("matches", "regex") and "variables" in self.script.required:
+        if (
+            capture
+            and cmd.match.kind in ("matches", "regex")
+            and "variables" in self.script.required
+        ):
             self.match = captures
         return True
 
@@ -264,7 +281,9 @@ class Runtime:
 
     # -- actions -------------------------------------------------------------------------
 
-    def current_flags(self, cmd: Cmd, explicit: tuple[Template, ...] | None) -> tuple[str, ...] | None:
+    def current_flags(
+        self, cmd: Cmd, explicit: tuple[Template, ...] | None
+    ) -> tuple[str, ...] | None:
         """The flags a keep/fileinto stores with (RFC 5232 §5)."""
         if explicit is not None:
             return tuple(split_flags(self.expand_all(explicit)))
@@ -315,7 +334,7 @@ class Runtime:
             elif isinstance(action, Redirect) and isinstance(old, Redirect):
                 if old.address.lower() == action.address.lower():
                     if old.copy and not action.copy:
-                        self.actions[i] = Redirect(old.address, False, old.message)
+                        self.actions[i] = Redirect(old.address, copy=False, message=old.message)
                     return old
             elif isinstance(action, Discard) and isinstance(old, Discard):
                 return old
@@ -371,7 +390,14 @@ def _merge_store(old: Keep | FileInto, new: Keep | FileInto) -> Keep | FileInto:
         return Keep(flags, old.message)
     create = old.create or (isinstance(new, FileInto) and new.create)
     copy = old.copy and (isinstance(new, FileInto) and new.copy)
-    return FileInto(old.mailbox, flags, create, old.special_use, copy, old.message)
+    return FileInto(
+        old.mailbox,
+        flags,
+        create=create,
+        special_use=old.special_use,
+        copy=copy,
+        message=old.message,
+    )
 
 
 def split_flags(values: list[str]) -> list[str]:
@@ -393,7 +419,8 @@ def _cut(value: str, limit: int) -> str:
 
 def _addresses_in(value: str) -> list[str] | None:
     out: list[str] = []
-    for item in parse_address_list(value):
+    items = parse_address_list(value)
+    for item in items:
         members = item.members if isinstance(item, Group) else (item,)
         for mailbox in members:
             if mailbox.address:
@@ -401,6 +428,8 @@ def _addresses_in(value: str) -> list[str] | None:
             elif mailbox.local:
                 out.append(mailbox.local)
     if not out:
+        if any(isinstance(item, Group) for item in items):
+            return []  # RFC 5228 §2.7.4: a group name is not an address
         single, _ = parse_mailbox(value)
         return [single] if single else None
     return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 MAX_MATCH_INDEX = 32  # Pigeonhole's limit on ${n}
 MAX_NAME = 64  # Pigeonhole's limit on variable name length
 
-_ENCODED = re.compile(r"\$\{(hex|unicode):([^}]*)\}", re.IGNORECASE)
+_ENCODED = re.compile(r"\$\{(hex|unicode):([^{}$]*)\}", re.IGNORECASE)
 _BLANK_SPLIT = re.compile(r"(?:[ \t]|\r\n)+")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _REF = re.compile(r"\$\{([^${}]*)\}")

@@ -38,7 +38,11 @@ from hato.codec.sieve.strings import (
 )
 
 MAX_VARIABLES = 255  # Pigeonhole's limit on variables per scope
-_GROUP_NAMES = {"address-part": "ADDRESS-PART", "match-type": "MATCH-TYPE", "comparator": "COMPARATOR"}
+_GROUP_NAMES = {
+    "address-part": "ADDRESS-PART",
+    "match-type": "MATCH-TYPE",
+    "comparator": "COMPARATOR",
+}
 
 
 @dataclass
@@ -115,9 +119,13 @@ class Checker:
                 line = next((n.line for n in nodes if n.name == "require"), 0)
                 # RFC 5703 §7: extracttext depends on variables and foreverypart
                 if "foreverypart" not in self.required:
-                    self.error(line, "extracttext extension cannot be used without foreverypart extension")
+                    self.error(
+                        line, "extracttext extension cannot be used without foreverypart extension"
+                    )
                 if "variables" not in self.required:
-                    self.error(line, "extracttext extension cannot be used without variables extension")
+                    self.error(
+                        line, "extracttext extension cannot be used without variables extension"
+                    )
         return self.block(nodes[index:], top=True)
 
     def require(self, node: Node) -> None:
@@ -129,9 +137,9 @@ class Checker:
                 "but a number was found",
             )
             return
-        bound = self.bind(node, spec, "command")
+        bound = self.bind(node, spec, kind="command")
         ok = bound is not None
-        ok = self.check_shape(node, spec, "command") and ok
+        ok = self.check_shape(node, spec, kind="command") and ok
         if not ok or bound is None:
             return
         items = bound[1][0]
@@ -163,7 +171,9 @@ class Checker:
                 continue
             if node.name in ("elsif", "else") and prev not in ("if", "elsif"):
                 # RFC 5228 §3.1: elsif and else follow if or elsif
-                self.error(node.line, f"the {node.name} command must follow an if or elseif command")
+                self.error(
+                    node.line, f"the {node.name} command must follow an if or elseif command"
+                )
                 prev = node.name
                 continue
             cmd = self.node(node, test=False)
@@ -189,14 +199,14 @@ class Checker:
             other = "test" if spec.test else "command"
             self.error(node.line, f"attempted to use {other} '{node.name}' as {kind}")
             return None
-        bound = self.bind(node, spec, kind)
-        shape_ok = self.check_shape(node, spec, kind)
+        bound = self.bind(node, spec, kind=kind)
+        shape_ok = self.check_shape(node, spec, kind=kind)
         tests: tuple[Cmd, ...] = ()
         cmd: Cmd | None = None
         if bound is not None:
             tags, args = bound
             cmd = Cmd(node.name, node.line, tags, args)
-            cmd = checks.check(self, cmd, node)
+            cmd = checks.check(self, cmd)
         if spec.subtests != "none" and node.tests:
             sub = [self.node(t, test=True) for t in node.tests]
             tests = tuple(t for t in sub if t is not None)
@@ -225,19 +235,10 @@ class Checker:
             cmd.extra,
         )
 
-    def check_shape(self, node: Node, spec: Spec, kind: str) -> bool:
+    def check_shape(self, node: Node, spec: Spec, *, kind: str) -> bool:
         """Block and sub-test rules (RFC 5228 §8.2)."""
         ok = True
         what = f"the {node.name} {kind}"
-        if kind == "command":
-            if spec.block and node.block is None:
-                self.error(node.line, f"{what} requires a command block, but it is missing")
-                ok = False
-            elif not spec.block and node.block is not None:
-                self.error(
-                    node.line, f"{what} does not accept a command block, but one is specified anyway"
-                )
-                ok = False
         if spec.subtests == "none" and node.tests:
             sub = node.tests[0]
             tag = self.find_tag(spec, sub.name)
@@ -267,6 +268,16 @@ class Checker:
                 + ("none is specified" if not node.tests else "a single test is specified"),
             )
             ok = False
+        if kind == "command" and ok:  # Pigeonhole checks the block after the sub-tests
+            if spec.block and node.block is None:
+                self.error(node.line, f"{what} requires a command block, but it is missing")
+                ok = False
+            elif not spec.block and node.block is not None:
+                self.error(
+                    node.line,
+                    f"{what} does not accept a command block, but one is specified anyway",
+                )
+                ok = False
         return ok
 
     def find_tag(self, spec: Spec, name: str) -> TagDef | None:
@@ -276,7 +287,7 @@ class Checker:
         return None
 
     def bind(
-        self, node: Node, spec: Spec, kind: str
+        self, node: Node, spec: Spec, *, kind: str
     ) -> tuple[dict[str, Value], tuple[Value | None, ...]] | None:
         """Tagged and positional arguments checked against ``spec`` (RFC 5228 §2.6.2)."""
         what = f"the {node.name} {kind}"
@@ -314,7 +325,9 @@ class Checker:
             if tag.param is not None:
                 nxt = args[i + 1] if i + 1 < len(args) else None
                 if nxt is None or not is_string_kind(_kind_of(nxt), tag.param):
-                    found = "no parameters were found" if nxt is None else f"{_found(nxt)} was found"
+                    found = (
+                        "no parameters were found" if nxt is None else f"{_found(nxt)} was found"
+                    )
                     if tag.name in ("value", "count"):
                         self.error(
                             arg.line,
@@ -334,7 +347,7 @@ class Checker:
                 i += 1
             if tag.group is not None:
                 if tag.group in groups:
-                    self.duplicate(node, arg, tag.group, what)
+                    self.duplicate(node, arg, group=tag.group, what=what)
                     return None
                 groups[tag.group] = tag.name
             elif tag.name in tags:
@@ -347,10 +360,15 @@ class Checker:
             if len(positional) == len(required):
                 params = required
             else:
-                if required != params and not positional and node.name in (
-                    "setflag",
-                    "addflag",
-                    "removeflag",
+                if (
+                    required != params
+                    and not positional
+                    and node.name
+                    in (
+                        "setflag",
+                        "addflag",
+                        "removeflag",
+                    )
                 ):
                     self.error(
                         node.line, f"{what} expects at least one argument, but none was found"
@@ -374,7 +392,7 @@ class Checker:
             values[param.label] = self.value(arg, param.kind)
         return tags, tuple(values[p.label] for p in spec.positional)
 
-    def duplicate(self, node: Node, arg: Tag, group: str, what: str) -> None:
+    def duplicate(self, node: Node, arg: Tag, *, group: str, what: str) -> None:
         if group == "size":
             self.error(
                 node.line,
@@ -403,7 +421,7 @@ class Checker:
     # -- include (RFC 6609) ---------------------------------------------------------------
 
     def include(
-        self, location: str, name: str, line: int, *, once: bool, optional: bool
+        self, location: str, name: str, *, line: int, once: bool, optional: bool
     ) -> tuple[str, str] | None:
         """Compile an included script once per top-level script; its key, or None."""
         lib = self.library
@@ -490,7 +508,9 @@ class Checker:
         """Check a reference (RFC 5229 §3) and fix its scope; None when in error."""
         if ref.index is not None:
             if ref.index > MAX_MATCH_INDEX:
-                self.error(line, f"match value index {ref.index} out of range (max: {MAX_MATCH_INDEX})")
+                self.error(
+                    line, f"match value index {ref.index} out of range (max: {MAX_MATCH_INDEX})"
+                )
                 return None
             return ref
         if ref.namespace:
@@ -521,11 +541,14 @@ class Checker:
             return Ref((), ref.name, scope="global")
         if ref.name not in self.locals:
             if len(self.locals) >= MAX_VARIABLES:
-                self.error(
-                    line,
-                    f"(implicit) declaration of new variable '{ref.name}' exceeds the limit "
-                    f"(max variables: {MAX_VARIABLES})",
-                )
+                if ("limit", "variables") not in self.reported:  # reported once
+                    self.reported.add(("limit", "variables"))
+                    self.error(
+                        line,
+                        f"(implicit) declaration of new variable '{ref.name}' exceeds the limit "
+                        f"(max variables: {MAX_VARIABLES})",
+                    )
+                self.ok = False
                 return None
             self.locals.add(ref.name)
         return ref
@@ -550,4 +573,3 @@ def _found(arg: Argument) -> str:
 def is_string_kind(found: ArgKind | None, wanted: ArgKind) -> bool:
     """A single string also fills a string-list position (RFC 5228 §2.4.2.1)."""
     return found == wanted or (wanted is ArgKind.STRING_LIST and found is ArgKind.STRING)
-

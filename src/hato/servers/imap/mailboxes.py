@@ -51,7 +51,10 @@ def valid_name(name: str) -> str:
     parts = name.split(HIERARCHY_SEPARATOR)
     if not name or any(not p for p in parts) or len(name.encode("utf-8")) > MAX_NAME_OCTETS:
         raise CommandFailed("invalid mailbox name", code="CANNOT")
-    if any(ch in name for ch in "%*") or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+    # RFC 6855 §3: no controls (C0, DEL, C1), no U+2028 / U+2029 in mailbox names.
+    if any(ch in name for ch in "%*\u2028\u2029") or any(
+        ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in name
+    ):
         raise CommandFailed("mailbox names cannot contain wildcards or controls", code="CANNOT")
     return name
 

@@ -81,6 +81,18 @@ def _text_keys(key: SearchKey) -> list[KeyText]:
     return []
 
 
+def _bound(key: SearchKey, indexed: dict[KeyText, TextHits]) -> frozenset[int] | None:
+    """UIDs outside which no message can match ``key``: from index answers to TEXT/BODY keys
+    the whole search requires (alone or under AND); None when there is no such bound."""
+    if isinstance(key, KeyText):
+        hits = indexed.get(key)
+        return None if hits is None else hits.uids | hits.unindexed
+    if isinstance(key, KeyAnd):
+        bounds = [b for k in key.keys if (b := _bound(k, indexed)) is not None]
+        return frozenset.intersection(*bounds) if bounds else None
+    return None
+
+
 def _scope(key: KeyText) -> TextScope:
     return TextScope.BODY if key.body_only else TextScope.TEXT
 
@@ -207,7 +219,12 @@ async def matching(session: Session, selected: Selected, search: SearchKey) -> l
             if hits is not None:
                 indexed[key] = hits
     scan = frozenset[int]().union(*(hits.unindexed for hits in indexed.values()))
-    messages = {m.uid: m for m in await session.store.list_messages(selected.mailbox_id)}
+    bound = _bound(search, indexed)
+    if bound is None:
+        listed = await session.store.list_messages(selected.mailbox_id)
+    else:  # only the index's candidates need their metadata read
+        listed = await session.store.get_messages(selected.mailbox_id, sorted(bound))
+    messages = {m.uid: m for m in listed}
     evaluator = _Evaluator(selected, session, indexed)
     content = _needs_content(search, indexed)
     matched: list[Message] = []
