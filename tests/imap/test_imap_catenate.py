@@ -25,6 +25,7 @@ def _uid(lines: list[bytes]) -> int:
 
 
 def _body(raw: RawClient, uid: int) -> bytes:
+    raw.ok(b"EXAMINE INBOX")
     lines = raw.ok(b"UID FETCH %d (BODY.PEEK[])" % uid)
     head, _, rest = lines[0].partition(b"}\r\n")
     size = int(head.rsplit(b"{", 1)[1])
@@ -64,6 +65,7 @@ def test_catenate_text_and_urls(imap_env: EnvFactory) -> None:
                            literals=(b"Subject: part two\r\n\r\n",)))
         assert _body(raw, copy) == b"Subject: part two\r\n\r\nsecond part"
         # URL parts are read like BODY.PEEK: the source is still unseen.
+        raw.ok(b"EXAMINE Drafts")
         flags = raw.ok(b"UID FETCH %d (FLAGS)" % source)[0]
         assert b"\\Seen" not in flags
     finally:
@@ -84,7 +86,7 @@ def test_catenate_refusals(imap_env: EnvFactory) -> None:
             b"/INBOX/;UID=%d/;SECTION=7" % source,  # no such part
             b"imap://elsewhere.example/INBOX/;UID=%d" % source,  # another server
             b"imap://bob@imap.example.org/INBOX/;UID=%d" % source,  # another user
-            b";UID=%d" % source,  # relative, but nothing is selected
+            b";UID=%d/;SECTION=1" % source,  # relative, but nothing is selected
             b"http://example.org/",  # not an IMAP URL
         ]
         for url in bad_urls:

@@ -97,7 +97,7 @@ def test_sort_errors_and_modseq(client: tuple[ImapEnv, RawClient]) -> None:
     assert raw.command(b"SORT (DATE) ALL")[-1].split(b" ")[1] == b"NO"  # ALL is no charset
     # RFC 7162 §3.1.9: with a MODSEQ criterion the SORT response ends with (MODSEQ n).
     lines = raw.ok(b"SORT (REVERSE DATE) UTF-8 MODSEQ 1")
-    data = [line for line in lines if line.startswith(b"* SORT")][0]
+    data = next(line for line in lines if line.startswith(b"* SORT"))
     assert data.startswith(b"* SORT 1 2 (MODSEQ ") and data.endswith(b")\r\n")
     # SORT needs a selected mailbox (RFC 5256 §3).
     raw.ok(b"UNSELECT")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hato.ops import mutf7
+from hato.codec.imap import mutf7
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,8 @@ import dovecot_peer as dovecot
 from mail_setup import Snapshot, WithStore, populate, snapshot
 from mbox_corpus import Sample
 
-from hato.ops import mutf7, transfer
+from hato.codec.imap import mutf7
+from hato.ops import transfer
 from hato.store.api import MailStore
 from hato.store.model import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, Account, Mailbox
 

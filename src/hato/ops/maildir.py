@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hato.ops import mutf7
+from hato.codec.imap import mutf7
 from hato.store.model import ANSWERED, DELETED, DRAFT, FLAGGED, INBOX, SEEN, SYSTEM_FLAGS
 
 # Maildir info suffix letters (cr.yp.to/proto/maildir.html "info" semantics).

@@ -90,6 +90,8 @@ class Connection(asyncio.Protocol):
         self._on_open = on_open
         self.codec = codec
         self.write_timeout = write_timeout
+        self.lost = asyncio.Event()  # the transport is gone (socket closed)
+        self._on_lost: Callable[[Connection], None] | None = None
         self.stalled = False  # a write timed out: close without flushing
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -121,6 +123,9 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self._data.set()
         self._writable.set()
+        self.lost.set()
+        if self._on_lost is not None:
+            self._on_lost(self)
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -159,6 +164,10 @@ class Connection(asyncio.Protocol):
                 return False
         self._data.clear()
         return True
+
+    def lost_callback(self, callback: Callable[[Connection], None]) -> None:
+        """Call ``callback(self)`` once the socket is closed."""
+        self._on_lost = callback
 
     def wake(self) -> None:
         """Interrupt ``wait_data`` (the service is stopping)."""
@@ -203,6 +212,10 @@ class Connection(asyncio.Protocol):
             raise ConnectionResetError("connection closed during TLS handshake")
         self.transport = transport
 
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
     def close(self) -> None:
         if self.transport is None:
             return
@@ -243,6 +256,7 @@ class SmtpService:
         self._total = 0
         self.stopping = False
         self._connections: set[Connection] = set()
+        self._open: set[Connection] = set()  # every accepted socket not yet closed
 
     @property
     def addresses(self) -> list[tuple[SmtpListener, str, int]]:
@@ -289,6 +303,8 @@ class SmtpService:
 
         def opened(conn: Connection) -> None:
             ip = conn.remote_ip
+            self._open.add(conn)
+            conn.lost_callback(self._open.discard)
             if (
                 self._total >= self.settings.max_connections
                 or self._per_ip[ip] >= self.settings.max_connections_per_ip
@@ -331,3 +347,15 @@ class SmtpService:
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Sockets close in loop callbacks: let them run, abort what still lingers (a peer
+        # that does not read the last reply), so nothing outlives the service.
+        lingering = [conn for conn in self._open if not conn.lost.is_set()]
+        if lingering:
+            waiters = [asyncio.ensure_future(c.lost.wait()) for c in lingering]
+            await asyncio.wait(waiters, timeout=1)
+            for waiter in waiters:
+                waiter.cancel()
+            for conn in lingering:
+                if not conn.lost.is_set():
+                    conn.abort()
+            await asyncio.sleep(0)

@@ -18,8 +18,10 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from hato.codec.mime import Group, parse_address_list
 from hato.codec.sieve import enotify
 from hato.codec.sieve.addresses import parse_mailbox
+from hato.codec.sieve.ext_extlists import normalize_list_name
 from hato.codec.sieve.comparators import CAPABILITY, COMPARATORS, DEFAULT, Comparator
 from hato.codec.sieve.language import Cmd
 from hato.codec.sieve.matchtypes import RELATIONS, MatchType, RegexError, compile_regex
@@ -86,7 +88,26 @@ def check(ch: Checker, cmd: Cmd) -> Cmd | None:
     return cmd if len(ch.errors) == before else None
 
 
+def _list_match(ch: Checker, cmd: Cmd) -> tuple[Comparator, MatchType] | None:
+    ok = True
+    if "comparator" in cmd.tags:
+        # RFC 6134 §2.2: "Comparators are not allowed together with the :list match type"
+        ch.error(cmd.line, f"the :list match type of the {cmd.name} test allows no comparator")
+        ok = False
+    keys = cmd.args[-1]
+    assert isinstance(keys, tuple)
+    for key in keys:
+        text = key.constant
+        if text is not None and normalize_list_name(text) is None:
+            # RFC 6134 §2.5-§2.6: an absolute URI; addrbook URNs without extensions
+            ch.error(cmd.line, f"invalid external list name '{sanitize(text)}' for :list match")
+            ok = False
+    return (DEFAULT, MatchType("list")) if ok else None
+
+
 def _match(ch: Checker, cmd: Cmd) -> tuple[Comparator, MatchType] | None:
+    if "list" in cmd.tags:
+        return _list_match(ch, cmd)
     comparator = DEFAULT
     template = cmd.tag_string("comparator")
     if template is not None:
@@ -235,6 +256,10 @@ def _special_use_ok(flag: str) -> bool:
 def _redirect(ch: Checker, cmd: Cmd) -> None:
     text = cmd.string(0).constant
     if text is None:
+        return
+    if "list" in cmd.tags:
+        if normalize_list_name(text) is None:  # RFC 6134 §2.3, §2.5
+            ch.error(cmd.line, f"redirect :list: invalid external list name '{sanitize(text)}'")
         return
     address, reason = parse_mailbox(text)
     if address is None:
@@ -439,6 +464,26 @@ def _date(ch: Checker, cmd: Cmd) -> None:
     _index(ch, cmd, kind="test")
 
 
+def _replace(ch: Checker, cmd: Cmd) -> None:
+    if "mime" in cmd.tags and ("subject" in cmd.tags or "from" in cmd.tags):
+        # RFC 5703 §5: ":subject"/":from" with ":mime" "SHOULD be flagged as a compilation error"
+        ch.error(cmd.line, "the replace command allows no :subject or :from with :mime")
+        return
+    sender = cmd.tag_string("from")
+    text = sender.constant if sender is not None else None
+    if text is not None and not mailbox_list_ok(text):
+        # RFC 5703 §5: "SHOULD check the syntax and generate an error"
+        ch.error(cmd.line, f"replace command: invalid :from mailbox-list '{sanitize(text)}'")
+
+
+def mailbox_list_ok(text: str) -> bool:
+    """RFC 5322 §3.4 mailbox-list: at least one mailbox, each with a usable address."""
+    items = parse_address_list(text)
+    if not items or any(isinstance(item, Group) for item in items):
+        return False
+    return all(item.address and "@" in item.address for item in items if not isinstance(item, Group))
+
+
 _CHECKS: dict[str, Callable[[Checker, Cmd], None]] = {
     "address": _address,
     "envelope": _envelope,
@@ -465,4 +510,5 @@ _CHECKS: dict[str, Callable[[Checker, Cmd], None]] = {
     "mailboxexists": _mailboxexists,
     "specialuse_exists": _specialuse_exists,
     "date": _date,
+    "replace": _replace,
 }

@@ -17,22 +17,27 @@ from hato.codec.sieve import (
     ext_body,
     ext_date,
     ext_editheader,
+    ext_extlists,
     ext_flags,
     ext_include,
+    ext_metadata,
     ext_mime,
     ext_misc,
     ext_notify,
+    ext_replace,
     ext_vacation,
     ext_variables,
 )
 from hato.codec.sieve.actions import Discard, Ereject, FileInto, Keep, Redirect, Reject, SieveResult
 from hato.codec.sieve.addresses import address_part, parse_mailbox
 from hato.codec.sieve.language import Cmd, Script
+from hato.codec.sieve.ext_extlists import ExternalLists
 from hato.codec.sieve.runtime import (
     Break,
     CommandFn,
     DuplicateTracker,
     Envelope,
+    MetadataLookup,
     Return,
     Runtime,
     SieveLimits,
@@ -56,12 +61,17 @@ def run_script(
     clock: Clock,
     limits: SieveLimits,
     special_use_exists: Callable[[str | None, str], bool] | None = None,
+    ext_lists: ExternalLists | None = None,
+    metadata: MetadataLookup | None = None,
 ) -> SieveResult:
     """Run ``script`` on ``message``; never raises for script errors (they are in
     ``SieveResult.errors`` and leave the implicit keep in force).
 
     ``special_use_exists(mailbox, flag)`` answers RFC 8579 specialuse_exists (mailbox None:
-    any mailbox); without it no special-use mailbox exists."""
+    any mailbox); without it no special-use mailbox exists. ``ext_lists`` answers RFC 6134
+    :list queries (without it only an empty :addrbook:default exists). ``metadata(mailbox,
+    entry)`` answers RFC 5490 metadata tests (mailbox None: a server annotation; the value,
+    or None when the annotation is NIL); without it no annotation exists."""
     rt = Runtime(
         script,
         message=message,
@@ -74,6 +84,9 @@ def run_script(
     )
     if special_use_exists is not None:
         rt.special_use_exists = special_use_exists
+    rt.ext_lists = ext_lists
+    if metadata is not None:
+        rt.metadata = metadata
     wire(rt)
     error = execute(rt)
     if error is not None:
@@ -259,11 +272,14 @@ def _discard(rt: Runtime, cmd: Cmd) -> None:
 
 def _redirect(rt: Runtime, cmd: Cmd) -> None:
     text = rt.expand(cmd.string(0))
-    address, reason = parse_mailbox(text)
-    if address is None:
-        raise runtime_error(cmd, f"specified redirect address '{text}' is invalid: {reason}")
     copy = "copy" in cmd.tags  # RFC 3894 §3: :copy keeps the implicit keep
-    rt.add(cmd, Redirect(address, copy=copy, message=rt.edited_message()), cancel_keep=not copy)
+    targets = ext_extlists.list_members(rt, cmd, text) if "list" in cmd.tags else [text]
+    for target in targets:
+        address, reason = parse_mailbox(target)
+        if address is None:
+            raise runtime_error(cmd, f"specified redirect address '{target}' is invalid: {reason}")
+        action = Redirect(address, copy=copy, message=rt.redirect_message())
+        rt.add(cmd, action, cancel_keep=not copy)
 
 
 def _fileinto(rt: Runtime, cmd: Cmd) -> None:
@@ -321,8 +337,10 @@ for _module in (
     ext_body,
     ext_date,
     ext_editheader,
+    ext_extlists,
     ext_flags,
     ext_include,
+    ext_metadata,
     ext_mime,
     ext_misc,
     ext_notify,

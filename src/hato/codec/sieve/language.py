@@ -4,10 +4,11 @@ One data table drives validation (``validate``) and documents what Hato's Sieve 
 RFC 5228 (core), 5229 (variables), 5230/6131 (vacation, vacation-seconds), 5231
 (relational), 5232 (imap4flags), 5173 (body), 5183 (environment), 5233 (subaddress), 5235
 (spamtest, spamtestplus, virustest), 5260 (date, index), 5293 (editheader), 5429 (reject,
-ereject), 5435/5436 (enotify, mailto), 5463 (ihave), 5490 (mailbox), 5703 (mime,
-foreverypart, extracttext), 6609 (include), 7352 (duplicate), 8579 (special-use), 3894
-(copy), draft-ietf-sieve-regex (regex), RFC 5228 §2.4.2.4 (encoded-character).
-Leaves out: extlists (RFC 6134), metadata (RFC 5490 §3), notify methods other than mailto.
+ereject), 5435/5436 (enotify, mailto), 5463 (ihave), 5490 (mailbox, mboxmetadata,
+servermetadata), 5703 (mime, foreverypart, extracttext, replace, enclose), 6134 (extlists),
+6609 (include), 7352 (duplicate), 8579 (special-use), 3894 (copy), draft-ietf-sieve-regex
+(regex), RFC 5228 §2.4.2.4 (encoded-character).
+Leaves out: notify methods other than mailto.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ MIME_OPTION_TAGS = (
     TagDef("contenttype", group="mime-option", extension="mime"),
     TagDef("param", SL, group="mime-option", extension="mime"),
 )
+# RFC 6134 §2.2: the :list match type, for the tests that support it
+LIST_TAG = (TagDef("list", group="match-type", extension="extlists"),)
 MODIFIER_TAGS = (
     TagDef("lower", group="modifier-40"),
     TagDef("upper", group="modifier-40"),
@@ -175,7 +178,7 @@ SPECS: tuple[Spec, ...] = (
         "redirect",
         False,
         positional=(Param(S, "address"),),
-        tags=(TagDef("copy", extension="copy"),),
+        tags=(TagDef("copy", extension="copy"), TagDef("list", extension="extlists")),
     ),
     Spec(
         "fileinto",
@@ -193,20 +196,20 @@ SPECS: tuple[Spec, ...] = (
         "address",
         True,
         positional=(Param(SL, "header list"), Param(SL, "key list")),
-        tags=MATCH_TAGS + ADDRESS_PART_TAGS + INDEX_TAGS + MIME_ANY_TAGS,
+        tags=MATCH_TAGS + LIST_TAG + ADDRESS_PART_TAGS + INDEX_TAGS + MIME_ANY_TAGS,
     ),
     Spec(
         "envelope",
         True,
         "envelope",
         positional=(Param(SL, "envelope part"), Param(SL, "key list")),
-        tags=MATCH_TAGS + ADDRESS_PART_TAGS,
+        tags=MATCH_TAGS + LIST_TAG + ADDRESS_PART_TAGS,
     ),
     Spec(
         "header",
         True,
         positional=(Param(SL, "header names"), Param(SL, "key list")),
-        tags=MATCH_TAGS + INDEX_TAGS + MIME_ANY_TAGS + MIME_OPTION_TAGS,
+        tags=MATCH_TAGS + LIST_TAG + INDEX_TAGS + MIME_ANY_TAGS + MIME_OPTION_TAGS,
     ),
     Spec("exists", True, positional=(Param(SL, "header names"),), tags=MIME_ANY_TAGS),
     Spec(
@@ -236,7 +239,7 @@ SPECS: tuple[Spec, ...] = (
         True,
         "variables",
         positional=(Param(SL, "source"), Param(SL, "key list")),
-        tags=MATCH_TAGS,
+        tags=MATCH_TAGS + LIST_TAG,
     ),
     # RFC 5230, RFC 6131
     Spec(
@@ -303,6 +306,34 @@ SPECS: tuple[Spec, ...] = (
     ),
     # RFC 5490
     Spec("mailboxexists", True, "mailbox", positional=(Param(SL, "mailbox-names"),)),
+    Spec(
+        "metadata",
+        True,
+        "mboxmetadata",
+        positional=(Param(S, "mailbox"), Param(S, "annotation-name"), Param(SL, "key-list")),
+        tags=MATCH_TAGS,
+    ),
+    Spec(
+        "metadataexists",
+        True,
+        "mboxmetadata",
+        positional=(Param(S, "mailbox"), Param(SL, "annotation-names")),
+    ),
+    Spec(
+        "servermetadata",
+        True,
+        "servermetadata",
+        positional=(Param(S, "annotation-name"), Param(SL, "key-list")),
+        tags=MATCH_TAGS,
+    ),
+    Spec(
+        "servermetadataexists",
+        True,
+        "servermetadata",
+        positional=(Param(SL, "annotation-names"),),
+    ),
+    # RFC 6134
+    Spec("valid_ext_list", True, "extlists", positional=(Param(SL, "ext-list-names"),)),
     # RFC 6609
     Spec(
         "include",
@@ -399,6 +430,20 @@ SPECS: tuple[Spec, ...] = (
     Spec("foreverypart", False, "foreverypart", tags=(TagDef("name", S),), block=True),
     Spec("break", False, "foreverypart", tags=(TagDef("name", S),)),
     Spec(
+        "replace",
+        False,
+        "replace",
+        positional=(Param(S, "replacement"),),
+        tags=(TagDef("mime"), TagDef("subject", S), TagDef("from", S)),
+    ),
+    Spec(
+        "enclose",
+        False,
+        "enclose",
+        positional=(Param(S, "reason"),),
+        tags=(TagDef("subject", S), TagDef("headers", SL)),
+    ),
+    Spec(
         "extracttext",
         False,
         "extracttext",
@@ -433,6 +478,9 @@ ALL_EXTENSIONS: frozenset[str] = frozenset(
         "date",
         "index",
         "mailbox",
+        "mboxmetadata",
+        "servermetadata",
+        "extlists",
         "include",
         "editheader",
         "regex",
@@ -446,6 +494,8 @@ ALL_EXTENSIONS: frozenset[str] = frozenset(
         "mime",
         "foreverypart",
         "extracttext",
+        "replace",
+        "enclose",
         "ihave",
     }
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hato.codec.mime import Group, Part, parse_address_list, parse_message
 from hato.codec.mime.headers import header_bytes_to_str, unfold
@@ -36,7 +36,12 @@ from hato.codec.sieve.strings import Ref, Template
 from hato.core.clock import Clock
 from hato.core.errors import SieveError
 
+if TYPE_CHECKING:
+    from hato.codec.sieve.ext_extlists import ExternalLists
+
 CommandFn = Callable[["Runtime", Cmd], None]
+# RFC 5490 §3.3/§4.1: (mailbox, or None for a server annotation; entry name) -> value or None
+MetadataLookup = Callable[[str | None, str], str | None]
 TestFn = Callable[["Runtime", Cmd], bool]
 
 
@@ -155,6 +160,9 @@ class Runtime:
         self.parts: list[Part] = []  # foreverypart: the current part, innermost last
         self.marks: list[DuplicateMark] = []
         self.special_use_exists: Callable[[str | None, str], bool] = lambda box, flag: False
+        self.ext_lists: ExternalLists | None = None  # RFC 6134 lists (None: default only)
+        self.metadata: MetadataLookup = lambda box, entry: None  # RFC 5490 §3.3
+        self.unenclosed: bytes | None = None  # the message before enclose (RFC 5703 §6)
         self.custom: dict[str, Extension] = {}
         for ext in script.custom:
             self.custom[ext.name] = ext
@@ -248,6 +256,15 @@ class Runtime:
     ) -> bool:
         """RFC 5228 §2.7: true when any value matches any key; sets match variables."""
         assert cmd.match is not None and cmd.comparator is not None
+        if cmd.match.kind == "list":
+            from hato.codec.sieve.ext_extlists import list_match
+
+            found = list_match(self, cmd, values, keys)
+            if found is None:
+                return False
+            if capture and "variables" in self.script.required:
+                self.match = [found]  # RFC 6134 §2.2: ${0} is the matching list value
+            return True
         matcher = Matcher(cmd.match, cmd.comparator)
         if cmd.match.kind == "regex":
             # a key that is no valid expression (known only at run time) matches nothing
@@ -294,6 +311,12 @@ class Runtime:
 
     def edited_message(self) -> bytes | None:
         return self._message if self.edited else None
+
+    def redirect_message(self) -> bytes | None:
+        """What redirect sends: the edited message, but never its enclosure (RFC 5703 §6)."""
+        if self.unenclosed is not None:
+            return None if self.unenclosed == self.original else self.unenclosed
+        return self.edited_message()
 
     def add(self, cmd: Cmd, action: Action, *, cancel_keep: bool, send: bool = True) -> None:
         """Add an action, collapsing duplicates (RFC 5228 §2.10.3) and checking conflicts.
