@@ -1,6 +1,7 @@
 """The README's promise, end to end: ``hato quickstart --demo`` then ``hato serve``; a message
-sent by swaks (submission, STARTTLS + AUTH) is read back over IMAP and POP3, and SIGTERM stops
-the server cleanly. Ports are the demo's, moved to free ephemeral ports so runs never collide.
+sent by swaks (submission, STARTTLS + AUTH) is read back over IMAP and POP3, the HTTP service
+answers health and autoconfig requests, and SIGTERM stops the server cleanly. Ports are the
+demo's, moved to free ephemeral ports so runs never collide.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -83,8 +85,18 @@ def test_quickstart_serve_send_and_read(demo: Path) -> None:
         imap_port = _section_port(demo, "imap", "listeners")
         pop3_port = _section_port(demo, "pop3", "listeners")
         sieve_port = _section_port(demo, "managesieve", "listeners")
-        for port in (submission, imap_port, pop3_port, sieve_port):
+        http_port = _section_port(demo, "http", "listeners")
+        for port in (submission, imap_port, pop3_port, sieve_port, http_port):
             _wait_for_port(port, proc)
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=20) as r:
+            assert r.read() == b"ok\n"
+        url = (f"http://127.0.0.1:{http_port}/mail/config-v1.1.xml"
+               "?emailaddress=demo@example.test")
+        with urllib.request.urlopen(url, timeout=20) as r:
+            autoconfig = r.read().decode()
+        assert f"<port>{imap_port}</port>" in autoconfig
+        assert f"<port>{submission}</port>" in autoconfig
 
         swaks = subprocess.run(
             ["swaks", "--server", f"127.0.0.1:{submission}", "--tls", "--auth", "PLAIN",
@@ -127,4 +139,6 @@ def test_quickstart_serve_send_and_read(demo: Path) -> None:
     assert "Traceback" not in output
     ready = re.search(r"event=serve\.ready services=(\S+)", output)
     assert ready is not None, output
-    assert set(ready.group(1).split(",")) == {"outbound", "smtp", "imap", "pop3", "managesieve"}
+    assert set(ready.group(1).split(",")) == {
+        "outbound", "reports", "smtp", "imap", "pop3", "managesieve", "http"
+    }

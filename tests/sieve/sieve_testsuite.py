@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sieve_dovecot_config import ext_lists_from_config, limits_from_config, scanner_score
+
 from hato.codec.mime import parse_message
 from hato.codec.mime.headers import header_bytes_to_str, unfold
 from hato.codec.sieve import (
@@ -39,10 +41,12 @@ from hato.codec.sieve import (
 )
 from hato.codec.sieve.actions import Action
 from hato.codec.sieve.addresses import parse_mailbox
+from hato.codec.sieve.ext_extlists import StaticLists
 from hato.codec.sieve.interpreter import execute, wire
 from hato.codec.sieve.language import MATCH_TAGS, Cmd, Param, Spec, TagDef
 from hato.codec.sieve.language import ArgKind as K
 from hato.codec.sieve.runtime import Envelope, Stop
+from hato.codec.sieve.strings import Ref
 from hato.core.clock import FixedClock
 
 DEFAULT_MESSAGE = (
@@ -78,63 +82,68 @@ class Sent:
 
 
 @dataclass
+class Stored:
+    """A message in the test mail store with the flags it was stored with."""
+
+    message: bytes
+    flags: tuple[str, ...]
+
+
+def mailbox_key(name: str) -> str:
+    """Dovecot's test store: INBOX, and the INBOX prefix of its "." children, ignore case
+    (RFC 3501 §5.1)."""
+    if name.upper() == "INBOX":
+        return "INBOX"
+    if name[:6].upper() == "INBOX.":
+        return "INBOX" + name[5:]
+    return name
+
+
+def store_flags(message: bytes, flags: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The flags a message is stored with: the action's, plus the keyword Dovecot's
+    attachment detection (mail_attachment_detection_options=add-flags, enabled by the
+    Pigeonhole testsuite) sets on every message it stores."""
+    root = parse_message(message)
+    stack = list(root.children)
+    attached = False
+    while stack:
+        part = stack.pop()
+        stack.extend(part.children)
+        if part.disposition == "attachment" or part.param("name") is not None:
+            attached = True
+    keyword = "$HasAttachment" if attached else "$HasNoAttachment"
+    return (*(flags or ()), keyword)
+
+
+@dataclass
 class Harness:
     path: Path
     message: bytes = DEFAULT_MESSAGE
     envelope: Envelope = field(default_factory=lambda: Envelope(None, ""))
     script: Script | None = None
     errors: list[str] = field(default_factory=list)
-    mailboxes: dict[str, list[bytes]] = field(default_factory=lambda: {"INBOX": []})
+    mailboxes: dict[str, list[Stored]] = field(default_factory=lambda: {"INBOX": []})
     smtp: list[Sent] = field(default_factory=list)
     config: dict[str, str] = field(default_factory=dict)
     cases: list[CaseResult] = field(default_factory=list)
     failure: str | None = None
     clock: FixedClock = field(default_factory=FixedClock)
     tracked: dict[str, float] = field(default_factory=dict)
+    metadata: dict[tuple[str | None, str], str] = field(default_factory=dict)
 
     # -- settings ------------------------------------------------------------------------
 
     def limits(self) -> SieveLimits:
-        base = SieveLimits()
-        changes: dict[str, object] = {}
-        cfg = self.config
-        mapping = {
-            "sieve_max_redirects": "max_redirects",
-            "sieve_max_actions": "max_actions",
-            "sieve_include_max_nesting_depth": "max_include_depth",
-            "sieve_include_max_includes": "max_includes",
-            "sieve_variables_max_variable_size": "max_variable_size",
-            "sieve_editheader_max_header_size": "max_header_size",
-            "sieve_notify_max_notifications": "max_notifications",
-        }
-        for key, attr in mapping.items():
-            if key in cfg and cfg[key].isdigit():
-                changes[attr] = int(cfg[key])
-        if "recipient_delimiter" in cfg:
-            changes["subaddress_delimiter"] = cfg["recipient_delimiter"]
-        for key, attr in (
-            ("sieve_vacation_min_period", "vacation_min_period"),
-            ("sieve_vacation_max_period", "vacation_max_period"),
-            ("sieve_vacation_default_period", "vacation_default_period"),
-        ):
-            if key in cfg:
-                changes[attr] = _interval(cfg[key])
-        if "sieve_editheader_header" in cfg:
-            names = cfg["sieve_editheader_header"].split()
-            add = set(base.editheader_forbid_add)
-            delete = set(base.editheader_forbid_delete)
-            for name in names:
-                prefix = f"sieve_editheader_header/{name}/"
-                if cfg.get(prefix + "forbid_add") == "yes":
-                    add.add(name.lower())
-                if cfg.get(prefix + "forbid_delete") == "yes":
-                    delete.add(name.lower())
-            changes["editheader_forbid_add"] = frozenset(add)
-            changes["editheader_forbid_delete"] = frozenset(delete)
-        return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+        return limits_from_config(self.config)
+
+    def ext_lists(self) -> StaticLists:
+        return ext_lists_from_config(self.config)
 
     def extensions(self) -> frozenset[str]:
         return ALL_EXTENSIONS
+
+    def metadata_lookup(self, mailbox: str | None, entry: str) -> str | None:
+        return self.metadata.get((mailbox, entry.lower()))
 
     # -- loading -------------------------------------------------------------------------
 
@@ -157,14 +166,6 @@ class Harness:
 
     def environment(self) -> Mapping[str, str]:
         return _Environment(self)
-
-
-def _interval(text: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip()
-    if text and text[-1] in units:
-        return int(text[:-1]) * units[text[-1]]
-    return int(text) if text.isdigit() else 0
 
 
 def _first_address(root: object, names: tuple[str, ...]) -> str | None:
@@ -191,7 +192,16 @@ class _Environment(Mapping[str, str]):
         self.harness = harness
 
     def _items(self) -> dict[str, str]:
-        return dict(HOST_ENVIRONMENT)
+        items = dict(HOST_ENVIRONMENT)
+        h = self.harness
+        spam = scanner_score(h.config, h.message, "spamtest", levels=10)
+        if spam is not None:
+            items["vnd.hato.spamtest"] = str(spam[0])
+            items["vnd.hato.spamtest-percent"] = str(spam[1])
+        virus = scanner_score(h.config, h.message, "virustest", levels=5)
+        if virus is not None:
+            items["vnd.hato.virustest"] = str(virus[0])
+        return items
 
     def __getitem__(self, key: str) -> str:
         return self._items()[key]
@@ -240,11 +250,11 @@ def cmd_test_set(rt: Runtime, cmd: Cmd) -> None:
     value = rt.expand(cmd.string(1))
     if what == "message":
         h.set_message(rt, value.encode("utf-8", "surrogateescape"))
+        rt.flags = []  # a new message has no flags yet
         return
     env = h.envelope
-    address = value.strip()
-    if address.startswith("<") and address.endswith(">"):
-        address = address[1:-1]
+    # kept as given (the envelope test parses the RFC 5321 path); <> is the null path ""
+    address = "" if value.strip() == "<>" else value
     if what == "envelope.from":
         env = dataclasses.replace(env, from_=address)
     elif what == "envelope.to":
@@ -266,7 +276,25 @@ def cmd_config_unset(rt: Runtime, cmd: Cmd) -> None:
 
 
 def cmd_config_reload(rt: Runtime, cmd: Cmd) -> None:
-    rt.limits = _h(rt).limits()
+    h = _h(rt)
+    rt.limits = h.limits()
+    rt.ext_lists = h.ext_lists()
+
+
+def cmd_imap_metadata_set(rt: Runtime, cmd: Cmd) -> None:
+    h = _h(rt)
+    box = cmd.tag_string("mailbox")
+    key = (rt.expand(box) if box is not None else None, rt.expand(cmd.string(0)).lower())
+    value = rt.expand(cmd.string(1))
+    if value:
+        h.metadata[key] = value
+    else:
+        h.metadata.pop(key, None)  # RFC 5464 §4.3: an empty value removes the entry
+
+
+def tst_namespace(rt: Runtime, ref: Ref) -> str | None:
+    """``${tst.path}``: the folder of the running .svtest file."""
+    return str(_h(rt).path.parent) if ref.name == "path" else None
 
 
 def cmd_result_reset(rt: Runtime, cmd: Cmd) -> None:
@@ -281,11 +309,11 @@ def cmd_noop(rt: Runtime, cmd: Cmd) -> None:
 
 
 def cmd_mailbox_create(rt: Runtime, cmd: Cmd) -> None:
-    _h(rt).mailboxes.setdefault(rt.expand(cmd.string(0)), [])
+    _h(rt).mailboxes.setdefault(mailbox_key(rt.expand(cmd.string(0))), [])
 
 
 def cmd_mailbox_delete(rt: Runtime, cmd: Cmd) -> None:
-    _h(rt).mailboxes.pop(rt.expand(cmd.string(0)), None)
+    _h(rt).mailboxes.pop(mailbox_key(rt.expand(cmd.string(0))), None)
 
 
 def test_message(rt: Runtime, cmd: Cmd) -> bool:
@@ -301,12 +329,13 @@ def test_message(rt: Runtime, cmd: Cmd) -> bool:
         rt.envelope = h.envelope
         return True
     folder = cmd.tag_string("folder")
-    box = rt.expand(folder) if folder is not None else "INBOX"
+    box = mailbox_key(rt.expand(folder) if folder is not None else "INBOX")
     stored = h.mailboxes.get(box, [])
     if index >= len(stored):
         return False
-    rt.set_message(stored[index], edited=False)
-    h.message = stored[index]
+    rt.set_message(stored[index].message, edited=False)
+    h.message = stored[index].message
+    rt.flags = list(stored[index].flags)  # hasflag then sees the stored message's flags
     return True
 
 
@@ -344,10 +373,12 @@ def test_script_run(rt: Runtime, cmd: Cmd) -> bool:
         message=rt.message,
         envelope=rt.envelope,
         environment=h.environment(),
-        mailbox_exists=lambda name: name in h.mailboxes,
+        mailbox_exists=lambda name: mailbox_key(name) in h.mailboxes,
         duplicate_tracker=_Tracker(h),
         clock=h.clock,
         limits=rt.limits,
+        ext_lists=h.ext_lists(),
+        metadata=h.metadata_lookup,
     )
     if "append_result" not in cmd.tags:
         cmd_result_reset(rt, cmd)
@@ -356,12 +387,44 @@ def test_script_run(rt: Runtime, cmd: Cmd) -> bool:
         return False
     h.errors = [msg for _, msg in result.warnings]  # Pigeonhole logs these as warnings
     for action in result.actions:
-        rt.actions.append(action)
+        if "append_result" in cmd.tags:
+            _append(rt, action)
+        else:
+            rt.actions.append(action)
     rt.implicit_keep = rt.implicit_keep and result.implicit_keep
     rt.state["keep_flags"] = result.keep_flags
     rt.state["keep_message"] = result.keep_message
     rt.marks.extend(result.marks)
     return True
+
+
+def _store_box(action: Keep | FileInto) -> str:
+    return "INBOX" if isinstance(action, Keep) else mailbox_key(action.mailbox)
+
+
+def _append(rt: Runtime, action: Action) -> None:
+    """Pigeonhole's merging of a later script's result into the earlier one (multiscript,
+    as sieve_before/sieve_after scripts): the first reject stays and later ones are
+    dropped; stores into the same mailbox collapse, keep winning; equal redirects collapse.
+    Conflicts across scripts are not errors."""
+    for i, old in enumerate(rt.actions):
+        if isinstance(action, Reject | Ereject) and isinstance(old, Reject | Ereject):
+            return
+        if (
+            isinstance(action, Keep | FileInto)
+            and isinstance(old, Keep | FileInto)
+            and _store_box(old) == _store_box(action)
+        ):
+            if isinstance(action, Keep):
+                rt.actions[i] = action
+            return
+        if (
+            isinstance(action, Redirect)
+            and isinstance(old, Redirect)
+            and old.address.lower() == action.address.lower()
+        ):
+            return
+    rt.actions.append(action)
 
 
 def _match_strings(rt: Runtime, cmd: Cmd, values: list[str]) -> bool:
@@ -397,22 +460,29 @@ def test_result_execute(rt: Runtime, cmd: Cmd) -> bool:
         flags = rt.state.get("keep_flags")
         actions.append(Keep(flags if isinstance(flags, tuple) else None, rt.edited_message()))
     now = h.clock.now()
+    h.errors = []  # test_error now reports what executing the result met
     h.smtp.clear()  # the outbox holds what this execution sent
     user = h.envelope.to or "recipient@example.com"
     ok = True
     for action in actions:
         if isinstance(action, Keep):
-            h.mailboxes["INBOX"].append(action.message or h.message)
+            data = action.message or h.message
+            h.mailboxes["INBOX"].append(Stored(data, store_flags(data, action.flags)))
         elif isinstance(action, FileInto):
-            box = action.mailbox
-            if box.upper() == "INBOX":
-                box = "INBOX"
+            box = mailbox_key(action.mailbox)
+            failed = f"failed to store into mailbox '{action.mailbox}'"
             if box not in h.mailboxes:
                 if not action.create:
+                    h.errors.append(f"{failed}: Mailbox doesn't exist: {action.mailbox}")
+                    ok = False
+                    continue
+                if not _mailbox_name_ok(box):
+                    h.errors.append(f"{failed}: Invalid mailbox name")
                     ok = False
                     continue
                 h.mailboxes[box] = []
-            h.mailboxes[box].append(action.message or h.message)
+            data = action.message or h.message
+            h.mailboxes[box].append(Stored(data, store_flags(data, action.flags)))
         elif isinstance(action, Redirect):
             sender = h.envelope.from_ or ""
             h.smtp.append(Sent(sender, action.address, action.message or h.message))
@@ -436,9 +506,18 @@ def test_result_execute(rt: Runtime, cmd: Cmd) -> bool:
             )
             if mdn is not None:
                 h.smtp.append(Sent(mdn.sender, mdn.recipient, mdn.message))
+    if not ok and not any(isinstance(a, Keep) for a in actions):
+        # a failed store falls back to keeping the message as received (RFC 5228 §2.10.6;
+        # RFC 5293 §7: without the editheader changes)
+        h.mailboxes["INBOX"].append(Stored(h.message, store_flags(h.message, None)))
     for mark in rt.marks:
         h.tracked[mark.key] = mark.expires
     return ok
+
+
+def _mailbox_name_ok(name: str) -> bool:
+    # the test store's hierarchy separator is "/": no empty levels (as Dovecot refuses)
+    return bool(name) and "" not in name.split("/")
 
 
 def test_unsupported(rt: Runtime, cmd: Cmd) -> bool:
@@ -511,7 +590,7 @@ TESTSUITE = Extension(
         "test_mailbox_delete": cmd_mailbox_delete,
         "test_binary_load": cmd_unsupported,
         "test_binary_save": cmd_unsupported,
-        "test_imap_metadata_set": cmd_unsupported,
+        "test_imap_metadata_set": cmd_imap_metadata_set,
     },
     tests={
         "test_message": test_message,
@@ -522,6 +601,7 @@ TESTSUITE = Extension(
         "test_result_action": test_result_action,
         "test_result_execute": test_result_execute,
     },
+    namespaces={"tst": tst_namespace},
 )
 
 
@@ -555,12 +635,14 @@ def run_file(path: Path) -> FileResult:
         message=harness.message,
         envelope=harness.envelope,
         environment=harness.environment(),
-        mailbox_exists=lambda name: name in harness.mailboxes,
+        mailbox_exists=lambda name: mailbox_key(name) in harness.mailboxes,
         duplicate_tracker=_Tracker(harness),
         clock=harness.clock,
         limits=harness.limits(),
     )
     rt.state["harness"] = harness
+    rt.ext_lists = harness.ext_lists()
+    rt.metadata = harness.metadata_lookup
     harness.set_message(rt, DEFAULT_MESSAGE)
     wire(rt)
     error = execute(rt)

@@ -42,43 +42,41 @@ CLASSES = {name: classify(TESTS / name) for name in ALL_FILES}
 # Files that do not pass, and why. Keep in step with the code: the totals test below fails
 # when a file starts or stops passing.
 KNOWN_FAILING = {
-    # RFC 5228 §2.7.3 requires `require "comparator-i;unicode-casemap"`; Pigeonhole does not
-    "comparators/i-unicode-casemap.svtest": "unrequired comparator is an error (RFC 5228 §2.7.3)",
-    "execute/address-normalize.svtest": "redirect envelope address normalisation",
-    "execute/errors.svtest": "fileinto into a missing mailbox / invalid name at execution",
-    "execute/errors-cpu-limit.svtest": "CPU-time limit (Hato counts instructions)",
-    "execute/smtp.svtest": "Dovecot redirect envelope settings and X-Sieve-Redirected-From",
-    "extensions/body/content.svtest": "prologue/epilogue boundaries, raw rfc822 exactness",
-    "extensions/body/text.svtest": "invalid text/plain/stupid content type read as text",
-    "extensions/editheader/addheader.svtest": "line breaks in added values",
-    "extensions/editheader/errors.svtest": "Dovecot size settings and error wording",
-    "extensions/editheader/protected.svtest": "values with line breaks refused at compile time",
-    "extensions/enotify/encodeurl.svtest": "variable size limit in UTF-8 octets after :encodeurl",
-    "extensions/enotify/limits.svtest": "Dovecot sieve_notify_max_notifications=0 semantics",
-    "extensions/enotify/mailto.svtest": "Dovecot mailto envelope settings",
-    "extensions/envelope.svtest": "RFC 5321 path syntax checks and source routes",
-    "extensions/extlists/basic.svtest": "extlists (RFC 6134) not implemented",
-    "extensions/extlists/errors.svtest": "extlists (RFC 6134) not implemented",
-    "extensions/extlists/multiple.svtest": "extlists (RFC 6134) not implemented",
-    "extensions/extlists/valid_ext_list.svtest": "extlists (RFC 6134) not implemented",
-    "extensions/imap4flags/execute.svtest": "Dovecot's automatic $HasNoAttachment keyword",
-    "extensions/imap4flags/flagstore.svtest": "Dovecot's automatic $HasNoAttachment keyword",
-    "extensions/metadata/errors.svtest": "mboxmetadata (RFC 5490 §3) not implemented",
-    "extensions/spamvirustest/spamtest.svtest": "scores from Dovecot header settings",
-    "extensions/spamvirustest/spamtestplus.svtest": "scores from Dovecot header settings",
-    "extensions/spamvirustest/virustest.svtest": "scores from Dovecot header settings",
-    "extensions/vacation/message.svtest": "Dovecot subject templates and settings",
-    "extensions/vacation/reply.svtest": "Dovecot settings and X-Auto-Response-Suppress",
-    "extensions/variables/limits.svtest": "variable size limit counted in characters",
-    "extensions/vnd.dovecot/report/errors.svtest": "vnd.dovecot.report not implemented",
-    "failures/fuzz1.svtest": "Dovecot's automatic $HasNoAttachment keyword",
-    "failures/fuzz2.svtest": "Dovecot's automatic $HasNoAttachment keyword",
-    "failures/fuzz4.svtest": "Pigeonhole accepts a tag without its parameter here",
-    "multiscript/conflicts.svtest": "Pigeonhole's multiscript conflict resolution",
-    "plugins/extprograms/errors.svtest": "vnd.dovecot.pipe not implemented",
+    # Hato keeps the RFC where Pigeonhole differs:
+    "comparators/i-unicode-casemap.svtest": (
+        "RFC 5228 §2.7.3: comparators other than i;octet/i;ascii-casemap must be required; "
+        "Pigeonhole does not ask for comparator-i;unicode-casemap"
+    ),
+    "extensions/body/text.svtest": (
+        "RFC 2045 §5.2: an invalid Content-Type (text/plain/stupid) is taken as text/plain, "
+        "so body :text sees it; Pigeonhole skips the part"
+    ),
+    "extensions/vacation/reply.svtest": (
+        'sieve_vacation_check_recipient=no is not mapped: RFC 5230 §4.5 "MUST NOT respond" '
+        "unless the user's address is in To/Cc/Bcc/Resent-*"
+    ),
+    "failures/fuzz4.svtest": (
+        'RFC 5228 §8.2: `:importance o c "..."` leaves the tag without its string and gives '
+        "notify a test argument: Hato reports the compile error"
+    ),
+    # crash regressions without a defined outcome
+    "failures/fuzz1.svtest": "reads a message never stored (test_message on a missing folder)",
+    "failures/fuzz2.svtest": "reads a message never stored (test_message on a missing index)",
+    # not implemented
+    "execute/errors-cpu-limit.svtest": "sieve_max_cpu_time: Hato bounds runs by instruction count",
+    "execute/smtp.svtest": (
+        "redirect envelope sender settings, X-Sieve-Redirected-From and loop detection belong "
+        "to the delivery layer and are not emulated"
+    ),
+    "extensions/enotify/mailto.svtest": (
+        "mailto message composition: display names and duplicate removal in To/Cc, Subject "
+        "length limit, Dovecot envelope settings"
+    ),
+    "extensions/vnd.dovecot/report/errors.svtest": "vnd.dovecot.report (Dovecot-only)",
+    "plugins/extprograms/errors.svtest": "vnd.dovecot.pipe/filter/execute (Dovecot-only)",
 }
 # Totals reached (files and test blocks over the portable + config-dependent files).
-EXPECTED = {"portable": (88, 105), "config": (3, 19), "blocks": (498, 584)}
+EXPECTED = {"portable": (98, 105), "config": (15, 19), "blocks": (570, 596)}
 
 RUNNABLE = [n for n in ALL_FILES if CLASSES[n] != "dovecot"]
 PASSING = [n for n in RUNNABLE if n not in KNOWN_FAILING]

@@ -46,18 +46,24 @@ def test_layout_and_blob_file(tmp_path: Path) -> None:
         assert writer.size == len(body_bytes)
         ref = await asyncio.to_thread(writer.commit)
         digest = sha(body_bytes)
-        path = data / "blobs" / digest[:2] / digest[2:4] / digest
-        assert ref.id == digest and path.read_bytes() == body_bytes
-        assert path.stat().st_mode & 0o777 == 0o600
+        # Committed: in the journal directory new/ until a unit that refers to it commits.
+        journal = data / "blobs" / "new" / digest
+        assert ref.id == digest and journal.read_bytes() == body_bytes
+        assert journal.stat().st_mode & 0o777 == 0o600
+        assert (data / "blobs" / "new").stat().st_mode & 0o777 == 0o700
+        assert files(data / "tmp") == [] and files(data / "blobs") == [journal]
         with pytest.raises(StoreError):
             writer.write(b"more")
         with pytest.raises(StoreError):
             writer.commit()
-        (marker,) = files(data / "tmp")  # journals the blob until a message refers to it
-        assert marker.name.startswith(f"{digest}.") and marker.name.endswith(".pending")
         acc = await account(store)
         await store.deliver(ref, [DeliveryTarget(acc.id)])
-        assert files(data / "tmp") == []  # the marker goes once the message row committed
+        await asyncio.to_thread(store.blobs.flush)  # the janitor's move, done now
+        path = data / "blobs" / digest[:2] / digest[2:4] / digest
+        assert files(data / "blobs") == [path] and path.read_bytes() == body_bytes
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert path.parent.stat().st_mode & 0o777 == 0o700
+        assert store.blobs.read(digest) == body_bytes and store.blobs.path(digest) == path
 
     run_store(data, body)
 
@@ -111,16 +117,38 @@ def test_start_removes_temp_files_and_unreferenced_pending_blobs(tmp_path: Path)
         return kept.id, lost.id
 
     kept_id, lost_id = run_store(data, leave_debris)
-    # A marker of a blob that did get referenced (crash after commit, before unlinking it).
-    (data / "tmp" / f"{kept_id}.00ff.pending").write_bytes(b"")
-    assert len(files(data / "tmp")) == 3
+    new = data / "blobs" / "new"
+    assert (new / lost_id).is_file() and len(files(data / "tmp")) == 1
+    # As if the process died after the delivery's commit, before the janitor's move ...
+    kept_address = data / "blobs" / kept_id[:2] / kept_id[2:4] / kept_id
+    os.rename(kept_address, new / kept_id)
+    # ... and a pending marker of an earlier Hato version, for a blob never referenced.
+    old_style = put_alone(data, b"journalled by a marker")
+    marker = data / "tmp" / f"{old_style}.00ff.pending"
+    old_address = data / "blobs" / old_style[:2] / old_style[2:4] / old_style
+    os.rename(new / old_style, marker)
+    old_address.parent.mkdir(parents=True, exist_ok=True)
+    os.link(marker, old_address)
 
     async def check(store: SqliteStore) -> None:
         assert files(data / "tmp") == []
-        assert not store.blobs.exists(lost_id)
+        assert files(new) == []
+        assert not store.blobs.exists(lost_id) and not store.blobs.exists(old_style)
+        assert not old_address.exists()
         assert store.blobs.read(kept_id) == b"delivered"
+        assert kept_address.read_bytes() == b"delivered"  # moved to its address at start
 
     run_store(data, check)
+
+
+def put_alone(data: Path, body: bytes) -> str:
+    """Commit one blob in a store run of its own (no unit refers to it); returns its id."""
+
+    async def put(store: SqliteStore) -> str:
+        return (await put_blob(store, body)).id
+
+    blob_id: str = run_store(data, put)
+    return blob_id
 
 
 def test_start_deletes_journalled_orphans(tmp_path: Path) -> None:
@@ -159,6 +187,8 @@ def test_orphan_rows_are_cleared_while_running(tmp_path: Path) -> None:
             await store.append(inbox, await put_blob(store, message(i)))
             await store.expunge(inbox)  # nothing flagged: no-op
             await store.expunge(inbox, [i + 1])
+        # The rows go in the first write after the janitor made the unlinks durable.
+        await asyncio.to_thread(store.blobs.flush)
         await store.create_mailbox(acc.id, "one more write")
 
     run_store(data, body)

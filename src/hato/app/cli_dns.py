@@ -2,8 +2,9 @@
 
 ``dns records`` prints, in zone-file syntax, every record a domain served by this host needs:
 MX (RFC 5321 §5.1), SPF (RFC 7208 §3: ``v=spf1 mx -all``), DKIM keys (RFC 6376 §3.6.1,
-RFC 8463 §4), DMARC (RFC 7489 §6.3), MTA-STS (RFC 8461 §3.1 TXT and the policy host),
-TLS-RPT (RFC 8460 §3), client autoconfiguration (Thunderbird ``autoconfig`` host) and SRV
+RFC 8463 §4), DMARC (RFC 7489 §6.3), MTA-STS (RFC 8461 §3.1 TXT, whose id is the hash of
+the policy the HTTP service serves, see ``hato.web.mtasts``, and the policy host), TLS-RPT
+(RFC 8460 §3), client autoconfiguration (Thunderbird ``autoconfig`` host) and SRV
 records (RFC 6186 §3, RFC 8314 §5.1), and the PTR the host's addresses need (RFC 1912 §2.1,
 checked by receivers through iprev, RFC 8601 §3).
 
@@ -15,15 +16,16 @@ Security: prints public keys only; private DKIM keys stay in the data directory 
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
 import click
 
 from hato.app.cli_base import config_option, domain_name
 from hato.app.config import Config, load_config
+from hato.app.wiring import mta_sts_policy
 from hato.core.address import domain_to_ascii
 from hato.outbound.dkim_sign import DkimKeys, KeyRecord
+from hato.web.mtasts import sts_record
 
 
 def dkim_keys(config: Config) -> DkimKeys:
@@ -40,7 +42,9 @@ def records(config: Config, domain: str, *, ips: tuple[str, ...] = ()) -> list[s
     host = domain_to_ascii(config.server.hostname)
     name = domain_to_ascii(domain)
     keys: list[KeyRecord] = dkim_keys(config).records(domain)
-    sts_id = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
+    # the report addresses hato.delivery.report_intake parses ([reports] section)
+    dmarc_rua = f"{config.reports.dmarc_address}@{name}"
+    tls_rua = f"{config.reports.tls_address}@{name}"
     out = [
         f"; Records for {name} served by {host}",
         f"{name}. 3600 IN MX 10 {host}.",
@@ -51,10 +55,10 @@ def records(config: Config, domain: str, *, ips: tuple[str, ...] = ()) -> list[s
         out.append(f"; no DKIM keys for {name}: run 'hato dkim rotate {name}'")
     out += [
         f"_dmarc.{name}. 3600 IN TXT "
-        + _txt(f"v=DMARC1; p=quarantine; adkim=s; aspf=s; rua=mailto:postmaster@{name}"),
-        f"_mta-sts.{name}. 3600 IN TXT {_txt(f'v=STSv1; id={sts_id}')}",
+        + _txt(f"v=DMARC1; p=quarantine; adkim=s; aspf=s; rua=mailto:{dmarc_rua}"),
+        f"_mta-sts.{name}. 3600 IN TXT {_txt(sts_record(mta_sts_policy(config)))}",
         f"mta-sts.{name}. 3600 IN CNAME {host}.",
-        f"_smtp._tls.{name}. 3600 IN TXT {_txt(f'v=TLSRPTv1; rua=mailto:postmaster@{name}')}",
+        f"_smtp._tls.{name}. 3600 IN TXT {_txt(f'v=TLSRPTv1; rua=mailto:{tls_rua}')}",
         f"autoconfig.{name}. 3600 IN CNAME {host}.",
         f"_submissions._tcp.{name}. 3600 IN SRV 0 1 465 {host}.",
         f"_submission._tcp.{name}. 3600 IN SRV 0 1 587 {host}.",
@@ -62,6 +66,10 @@ def records(config: Config, domain: str, *, ips: tuple[str, ...] = ()) -> list[s
         f"_imap._tcp.{name}. 3600 IN SRV 0 1 143 {host}.",
         f"_pop3s._tcp.{name}. 3600 IN SRV 0 1 995 {host}.",
     ]
+    out.append(
+        f"; reports arrive at {dmarc_rua} and {tls_rua}: create them as accounts or aliases "
+        f"(e.g. 'hato alias add {dmarc_rua} postmaster@{name}')"
+    )
     if ips:
         for ip in ips:
             out.append(f"; at your hosting provider: PTR of {ip} -> {host}.")

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from hato.app.config_dns import DnsConfig
+from hato.app.config_inbound import InboundConfig
 from hato.app.config_outbound import OutboundConfig
+from hato.app.config_reports import ReportsConfig
 from hato.app.confkinds import (
     NO_DEMO,
     Choice,
@@ -176,6 +178,26 @@ class SmtpConfig:
         doc='Reply when a recipient is over quota: "temporary" (452, 4.2.2) lets the sender '
         'retry, "permanent" (552, 5.2.2) bounces at once (RFC 3463 §3.3).',
     )
+    max_messages_per_hour: int = setting(
+        100,
+        Count(minimum=0),
+        doc="Messages one account may submit per hour (0: no limit); more are refused with "
+        "451 4.7.1 until the hour has passed. Counted in memory: a restart resets the counts.",
+    )
+    max_messages_per_day: int = setting(
+        1000, Count(minimum=0), doc="Messages one account may submit per 24 hours (0: no limit)."
+    )
+    max_recipients_per_hour: int = setting(
+        500,
+        Count(minimum=0),
+        doc="Recipients (RCPT TO) one account may submit to per hour, over all its messages "
+        "(0: no limit).",
+    )
+    max_recipients_per_day: int = setting(
+        2000,
+        Count(minimum=0),
+        doc="Recipients one account may submit to per 24 hours (0: no limit).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +303,32 @@ class HttpConfig:
     tls_listeners: tuple[Listener, ...] = setting(
         _prod(443, _IMPL), Listeners(_IMPL), doc="HTTPS listeners.", demo=()
     )
+    mta_sts_mode: str = setting(
+        "testing",
+        Choice(("enforce", "testing", "none")),
+        doc='Mode of the MTA-STS policy served at https://mta-sts.DOMAIN/.well-known/mta-sts.txt '
+        '(RFC 8461 §5): "testing" reports failures but delivers anyway; switch to "enforce" '
+        "once the certificate is valid for this host name; \"none\" withdraws the policy.",
+    )
+    mta_sts_max_age: float = setting(
+        604800.0,
+        Duration(),
+        doc="How long senders may cache the MTA-STS policy (RFC 8461 §3.2: at most 31557600 "
+        "seconds, typically weeks).",
+    )
+    metrics_token_file: Path | None = setting(  # noqa: RUF009
+        None,
+        FilePath(),
+        doc="File holding the bearer token (one line) that grants access to /metrics from "
+        "other hosts (Authorization: Bearer TOKEN, RFC 6750); loopback clients need none.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.mta_sts_max_age > 31_557_600:  # RFC 8461 §3.2: max_age maximum of 31557600
+            raise ConfigError(
+                "http.mta_sts_max_age: expected a duration of at most 31557600 seconds "
+                "(RFC 8461 §3.2)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +344,8 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
     source: Path | None = None
 
     def listeners(self) -> list[tuple[str, Listener]]:
@@ -324,6 +374,8 @@ SECTIONS: tuple[tuple[str, type], ...] = (
     ("http", HttpConfig),
     ("outbound", OutboundConfig),
     ("dns", DnsConfig),
+    ("reports", ReportsConfig),
+    ("inbound", InboundConfig),
 )
 
 # Listeners that carry logins: without a certificate only demo mode (loopback plaintext) works.

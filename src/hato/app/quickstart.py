@@ -66,6 +66,11 @@ listeners = ["127.0.0.1:24190"]
 [http]
 listeners = ["127.0.0.1:8080"]
 tls_listeners = []
+
+[inbound]
+# SPF/DKIM/DMARC checks need real DNS, which the demo (example.test) does not have;
+# set this to true on a server that receives mail from the internet.
+verify = false
 """
 
 

@@ -12,23 +12,34 @@ caught by ``hato.app.config`` before we get here.
 from __future__ import annotations
 
 import ssl
+from typing import cast
 
 from hato.app.config import Config
 from hato.app.config_dns import make_resolver
+from hato.app.config_inbound import session_hooks
 from hato.app.config_outbound import outbound_settings, read_smarthost_password
+from hato.app.config_reports import report_service
 from hato.codec.smtp import Limits
 from hato.core.clock import Clock, SystemClock
+from hato.core.errors import ConfigError
+from hato.core.metrics import Counters
 from hato.outbound.dkim_sign import DkimKeys
 from hato.outbound.queue import QueueRunner
 from hato.policy.authn import Authenticator
+from hato.policy.ratelimit import SubmissionLimits
 from hato.policy.smtp import Role
-from hato.servers.base import Service
+from hato.servers.base import Listener, Service
 from hato.servers.imap import ImapService, ImapSettings
 from hato.servers.managesieve import ManageSieveServer, ManageSieveSettings
 from hato.servers.pop3 import Pop3Server, Pop3Settings
-from hato.servers.smtp import SmtpListener, SmtpService, SmtpSettings
+from hato.servers.smtp import SmtpListener, SmtpSettings
+from hato.servers.smtp_inbound import InboundSmtpService
 from hato.servers.tls import server_context
-from hato.store.api import MailStore
+from hato.store.api import MailStore, ReportStore
+from hato.web.autoconfig import MailPorts
+from hato.web.mtasts import MtaStsPolicy
+from hato.web.service import WebService
+from hato.web.settings import WebSettings
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -94,6 +105,73 @@ def managesieve_settings(config: Config) -> ManageSieveSettings:
     )
 
 
+def mta_sts_policy(config: Config) -> MtaStsPolicy:
+    """The MTA-STS policy of every local domain: this host is their MX (``hato dns records``
+    prints the TXT record whose id hashes this policy)."""
+    http = config.http
+    return MtaStsPolicy(
+        mode=http.mta_sts_mode, max_age=int(http.mta_sts_max_age), mx=(config.server.hostname,)
+    )
+
+
+def _ports(*groups: tuple[Listener, ...]) -> tuple[int, ...]:
+    """Distinct ports in order; port 0 (chosen by the system at start) cannot be advertised."""
+    return tuple(dict.fromkeys(lst.port for group in groups for lst in group if lst.port))
+
+
+def client_ports(config: Config) -> MailPorts:
+    """The ports mail clients are told about; none without a certificate (no listener could
+    protect their passwords then)."""
+    if config.tls.cert is None:
+        return MailPorts()
+    return MailPorts(
+        imap_tls=_ports(config.imap.tls_listeners),
+        imap_starttls=_ports(config.imap.listeners),
+        pop3_tls=_ports(config.pop3.tls_listeners),
+        pop3_starttls=_ports(config.pop3.listeners),
+        submissions=_ports(config.smtp.submissions_listeners),
+        submission=_ports(config.smtp.submission_listeners),
+    )
+
+
+def read_metrics_token(config: Config) -> str | None:
+    """The first line of ``http.metrics_token_file`` (None when not configured)."""
+    path = config.http.metrics_token_file
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"http.metrics_token_file: cannot read {path}: {exc}") from None
+    lines = text.splitlines()
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise ConfigError(f"http.metrics_token_file: {path} holds no token")
+    return token
+
+
+def web_settings(config: Config) -> WebSettings:
+    http = config.http
+    return WebSettings(
+        hostname=config.server.hostname,
+        listeners=http.listeners + http.tls_listeners,
+        mta_sts=mta_sts_policy(config),
+        ports=client_ports(config),
+        metrics_token=read_metrics_token(config),
+    )
+
+
+def submission_limits(config: Config) -> SubmissionLimits:
+    """Per-account submission limits from the [smtp] section (hato.policy.ratelimit)."""
+    smtp = config.smtp
+    return SubmissionLimits(
+        messages_per_hour=smtp.max_messages_per_hour,
+        messages_per_day=smtp.max_messages_per_day,
+        recipients_per_hour=smtp.max_recipients_per_hour,
+        recipients_per_day=smtp.max_recipients_per_day,
+    )
+
+
 def queue_runner(config: Config, store: MailStore, *, clock: Clock) -> QueueRunner:
     """The outbound queue runner: MX routing, TLS policy, DKIM signing, retries, DSNs."""
     outbound = config.outbound
@@ -111,6 +189,7 @@ def build_services(
 ) -> list[Service]:
     """Every service the configuration asks for, ready to start."""
     clock = clock or SystemClock()
+    counters = Counters()  # event counters; /metrics exports them (hato.core.metrics)
     tls = tls_context(config)
     authenticator = Authenticator(
         store, clock=clock, plaintext_on_loopback=config.server.demo
@@ -118,10 +197,32 @@ def build_services(
     # The queue runner starts first and stops last: SMTP sessions hand it messages.
     runner = queue_runner(config, store, clock=clock)
     services: list[Service] = [runner]
+    reports = report_service(
+        config.server.hostname,
+        config.reports,
+        dns=config.dns,
+        store=store,
+        runner=runner,
+        clock=clock,
+    )
+    if reports is not None:
+        services.append(reports)  # daily DMARC and TLS reports (hato.outbound.reports)
     smtp = smtp_settings(config)
     if smtp.listeners:
+        # inbound verification, submission limits, SRS (hato.app.config_inbound)
+        hooks = session_hooks(
+            config.inbound,
+            hostname=config.server.hostname,
+            data_dir=config.server.data_dir,
+            resolver=make_resolver(config.dns),
+            limits=submission_limits(config),
+            clock=clock,
+            reports=cast(ReportStore, store) if hasattr(store, "record_dmarc_evaluation") else None,
+        )
         services.append(
-            SmtpService(smtp, store, authenticator, tls=tls, clock=clock, outbound=runner)
+            InboundSmtpService(
+                smtp, store, authenticator, hooks=hooks, tls=tls, clock=clock, outbound=runner
+            )
         )
     imap = imap_settings(config)
     if imap.listeners:
@@ -136,4 +237,7 @@ def build_services(
         services.append(
             ManageSieveServer(sieve, store=store, authenticator=authenticator, tls_context=tls)
         )
+    web = web_settings(config)
+    if web.listeners:
+        services.append(WebService(web, store=store, tls_context=tls, counters=counters))
     return services

@@ -8,11 +8,23 @@ fields (RFC 5321 §6.3), the TLS-Required header field of RFC 8689 §3/§4.1, an
 hand-off: the body is fsynced (``BlobWriter.commit`` in a worker thread) and then every copy
 is stored in one unit of work (``MailStore.deliver``), so "250 OK" means every copy is on disk.
 
-Leaves out: content filters, DSN generation (RET/ENVID/NOTIFY/ORCPT travel on the
-envelope for the outbound queue, which comes later).
+``deliver_message`` is the one delivery path of the SMTP server: every local copy goes through
+the account's Sieve script (``delivery.sieve``), and the remote recipients' queue entries plus
+what the scripts send (``delivery.sieve_send``: redirect, vacation, notify, reject MDN /
+ereject DSN) are committed with the copies in one unit of work (``deliver_and_queue``); when
+every recipient's script refused the message, nothing is stored and the refusal is returned
+for the end of DATA (RFC 5429 §2.1.1/§2.2).
 
-Security: the body is streamed (never held whole in memory); header scanning keeps at most one
-line prefix; peer-supplied strings in trace fields are reduced to safe tokens.
+Messages to verify first (``hato.policy.inbound`` on the MX) are spooled
+(``SpooledMessage``): the client's data goes to an anonymous temporary file, and the final
+body is written once the verdict is known (``write_blob``), with the trace fields and our
+Authentication-Results field in front. Cost: the body is written twice (spool, then the final
+file) and read into memory once at the end of DATA, which the DKIM verifier needs anyway.
+
+Leaves out: content filters (spam, virus).
+
+Security: the body is streamed (never held whole in memory while it arrives); header scanning
+keeps at most one line prefix; peer-supplied strings in trace fields are reduced to safe tokens.
 """
 
 from __future__ import annotations
@@ -21,13 +33,21 @@ import asyncio
 import datetime
 import email.utils
 import re
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from hato.codec.smtp_events import Envelope
+from hato.core import log
 from hato.core.address import Address
+from hato.core.errors import StoreError
+from hato.core.reply import Reply
 from hato.delivery.sieve import sieve_committed, sieve_plan
+from hato.delivery.sieve_send import Received, Sending, prepare_sends, protocol_refusal
 from hato.store.api import BlobWriter, MailStore
 from hato.store.model import Appended, BlobRef, DeliveryTarget
+from hato.store.queue import NewQueueEntry
 
 MAX_RECEIVED = 100  # RFC 5321 §6.3: a simple count of Received fields, "at least 100"
 _HELO_TOKEN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.IPv]{2,60}\]")
@@ -181,6 +201,67 @@ class IncomingMessage:
             self._writer.abort()
 
 
+class SpooledMessage:
+    """A message to verify before it is stored: the client's data streams into an anonymous
+    temporary file (unlinked from the start, so nothing is left behind whatever ends the
+    process; memory stays bounded however slowly it arrives) and is read back once at the
+    end of DATA, when the trace fields and our Authentication-Results field are known."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.scan = HeaderScan()
+        self.failed: OSError | None = None
+        self._size = 0
+        # lives as long as the transaction (closed by abort); OSError: the caller answers 451
+        self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+
+    def write(self, data: bytes) -> None:
+        self.scan.feed(data)
+        if self.failed is not None:
+            return
+        try:
+            self._file.write(data)
+            self._size += len(data)
+        except OSError as exc:
+            self.failed = exc  # e.g. disk full: reported when the body ends
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read(self) -> bytes:
+        """The whole message (blocking: call it in a thread)."""
+        self._file.flush()
+        self._file.seek(0)
+        return self._file.read()
+
+    def abort(self) -> None:
+        self._file.close()
+
+
+def split_header(message: bytes) -> int:
+    """Where the header section ends (after the CRLF of its last field; RFC 5322 §2.1)."""
+    end = message.find(b"\r\n\r\n")
+    if message.startswith(b"\r\n"):
+        return 0
+    return len(message) if end < 0 else end + 2
+
+
+async def write_blob(store: MailStore, parts: Sequence[bytes | memoryview]) -> BlobRef:
+    """A new body made of ``parts``, fsynced and installed (blocking work in a thread)."""
+
+    def work() -> BlobRef:
+        writer = store.blobs.writer()
+        try:
+            for part in parts:
+                writer.write(bytes(part))
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.commit()
+
+    return await asyncio.to_thread(work)
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
     """What the SMTP server hands to delivery: the committed body, where its copies go, and
@@ -193,6 +274,7 @@ class ReceivedMessage:
     targets: tuple[DeliveryTarget, ...]
     received_at: float
     tls_required_no: bool = False  # RFC 8689 §4.1: "TLS-Required: No" seen in the header
+    strip_prefix: int = 0  # octets of our Return-Path field at the start of ``blob``
 
     @property
     def requiretls(self) -> bool:
@@ -202,7 +284,8 @@ class ReceivedMessage:
 
 async def deliver_local(store: MailStore, message: ReceivedMessage) -> list[Appended]:
     """Store one copy per target in one unit of work (all or none); QuotaExceeded names the
-    account over quota and stores nothing. Sieve scripts choose the copies (delivery.sieve)."""
+    account over quota and stores nothing. Sieve scripts choose the copies (delivery.sieve);
+    without an outbound queue their outgoing actions are only logged (never losing mail)."""
     plan = await sieve_plan(
         store,
         blob=message.blob,
@@ -213,3 +296,74 @@ async def deliver_local(store: MailStore, message: ReceivedMessage) -> list[Appe
     appended = await store.deliver(message.blob, plan.targets, internal_date=message.received_at)
     await sieve_committed(store, plan, now=message.received_at)
     return appended
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """The outcome of ``deliver_message``: stored copies and queue entries, or a refusal
+    (RFC 5429 §2.5) to send instead of 250, in which case nothing was stored."""
+
+    appended: tuple[Appended, ...] = ()
+    queued: tuple[int, ...] = ()
+    refusal: Reply | None = None
+
+
+async def deliver_message(
+    store: MailStore,
+    message: ReceivedMessage,
+    *,
+    outbound: Sequence[NewQueueEntry] = (),
+    sending: Sending | None = None,
+) -> Delivered:
+    """Every local copy (through each account's Sieve script), the remote recipients'
+    queue entries (``outbound``) and what the scripts send, in one unit of work before the
+    SMTP 250. ``sending`` None: no outbound queue (``deliver_local``'s behaviour)."""
+    now = message.received_at
+    plan = await sieve_plan(
+        store,
+        blob=message.blob,
+        envelope=message.envelope,
+        targets=message.targets,
+        now=now,
+        sending=sending is not None,
+    )
+    if sending is None:
+        if outbound:
+            appended, ids = await store.deliver_and_queue(
+                message.blob, plan.targets, outbound, internal_date=now
+            )
+        else:
+            appended, ids = await store.deliver(message.blob, plan.targets, internal_date=now), []
+        await sieve_committed(store, plan, now=now)
+        return Delivered(tuple(appended), tuple(ids))
+    if not outbound:
+        # RFC 5429 §2.1.1 / §2.2 condition 2: every recipient refused: refuse over SMTP
+        refusal = protocol_refusal(plan, message.targets)
+        if refusal is not None:
+            log.event("sieve.reject.smtp", targets=len(message.targets))
+            return Delivered(refusal=refusal)
+    received = Received(message.blob, message.envelope, message.strip_prefix, now)
+    sends = await prepare_sends(store, plan, received=received, sending=sending)
+    targets = _unique(list(plan.targets) + sends.targets)
+    entries = list(outbound) + sends.entries
+    if entries:
+        appended, ids = await store.deliver_and_queue(
+            message.blob, targets, entries, internal_date=now
+        )
+    else:
+        appended, ids = await store.deliver(message.blob, targets, internal_date=now), []
+    for blob, local in sends.notices:
+        try:
+            appended += await store.deliver(blob, local, internal_date=now)
+        except StoreError as exc:  # e.g. the sender's mailbox is full: the notice is dropped
+            log.event("sieve.notice.failed", error=exc.detail)
+    await sieve_committed(store, plan, now=now, sent=sends.sent)
+    return Delivered(tuple(appended), tuple(ids))
+
+
+def _unique(targets: list[DeliveryTarget]) -> list[DeliveryTarget]:
+    """One copy per (account, mailbox): a redirect to oneself adds nothing."""
+    seen: dict[tuple[int, str], DeliveryTarget] = {}
+    for target in targets:
+        seen.setdefault((target.account_id, target.mailbox), target)
+    return list(seen.values())

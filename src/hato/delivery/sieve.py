@@ -10,11 +10,13 @@ recorded when the reply is handed on), RFC 6609 ``include :personal`` from the a
 own scripts, and the check ManageSieve and the CLI use (RFC 5804 §2.6: the same validation as
 when compiling for execution).
 
-Outgoing mail is not sent from here yet: redirect, vacation and notify results are logged as
+Outgoing mail: with ``sending`` (an outbound queue exists; the SMTP path), redirect, vacation,
+notify and reject/ereject leave this module as decisions that ``hato.delivery.sieve_send``
+turns into queue entries (RFC 5228 §4.2: a redirect cancels the implicit keep; RFC 5429: a
+rejected message gets no copy), and a vacation reply is recorded as answered (RFC 5230 §4.2)
+only once it was queued. Without ``sending`` (no outbound queue) they are logged as
 ``sieve.redirect.pending`` / ``sieve.vacation.pending`` / ``sieve.notify.pending`` and a copy
-is kept whenever a redirect would have removed it; reject/ereject are logged
-(``sieve.reject``) and the message kept. Never lose mail until these go through the
-outbound queue.
+is kept whenever a redirect or reject would have removed it: mail is never lost.
 
 Left out: header edits (RFC 5293) on the stored copy (the original is stored), ``envelope
 :auth`` (delivery does not know the submitting account), the exact recipient when several
@@ -96,15 +98,20 @@ class Decision:
 
     targets: tuple[DeliveryTarget, ...]
     pending: tuple[Redirect | Vacation | Notify, ...] = ()  # for the outbound queue
-    rejected: str | None = None  # reject/ereject reason (the copy is kept all the same)
+    rejected: str | None = None  # reject/ereject reason
     marks: tuple[DuplicateMark, ...] = ()
+    ereject: bool = False  # the refusal came from ereject (RFC 5429 §2.1), else reject (§2.2)
 
 
-def decide(result: SieveResult, *, target: DeliveryTarget) -> Decision:
-    """Turn a run's actions into copies for ``target``'s account (RFC 5228 §2.10)."""
+def decide(result: SieveResult, *, target: DeliveryTarget, sending: bool = False) -> Decision:
+    """Turn a run's actions into copies for ``target``'s account (RFC 5228 §2.10).
+
+    ``sending``: redirects and refusals can be carried out (an outbound queue exists), so
+    they cancel the implicit keep as the script says; otherwise a copy is kept."""
     copies: dict[str, DeliveryTarget] = {}
     pending: list[Redirect | Vacation | Notify] = []
     rejected: str | None = None
+    ereject = False
     keep_copy = False
     for action in result.deliveries():
         if isinstance(action, Keep | FileInto):
@@ -118,17 +125,20 @@ def decide(result: SieveResult, *, target: DeliveryTarget) -> Decision:
             copies.setdefault(key, DeliveryTarget(target.account_id, mailbox, flags))
         elif isinstance(action, Redirect | Vacation | Notify):
             pending.append(action)
-            if isinstance(action, Redirect) and not action.copy:
-                keep_copy = True  # the redirect cannot be sent yet: never lose the message
+            if isinstance(action, Redirect) and not action.copy and not sending:
+                keep_copy = True  # the redirect cannot be sent: never lose the message
         elif isinstance(action, Reject | Ereject):
             rejected = action.reason
-            keep_copy = True  # no DSN/MDN can be sent yet: keep it rather than lose it
+            ereject = isinstance(action, Ereject)
+            # RFC 5429 §2.2/§2.1: a refusal cancels the implicit keep; without a queue no
+            # DSN/MDN can be sent, so keep the message rather than lose it
+            keep_copy = keep_copy or not sending
         elif isinstance(action, Discard):
             continue
     if keep_copy and not copies:
         copies[target.mailbox] = target
     marks = result.marks if not result.errors else ()
-    return Decision(tuple(copies.values()), tuple(pending), rejected, marks)
+    return Decision(tuple(copies.values()), tuple(pending), rejected, marks, ereject)
 
 
 def _sieve_envelope(envelope: Envelope, account_address: str) -> SieveEnvelope:
@@ -227,6 +237,7 @@ async def _run(
     message: bytes,
     envelope: Envelope,
     now: float,
+    sending: bool,
 ) -> Decision:
     account = await store.get_account_by_id(target.account_id)
     if account is None:
@@ -258,7 +269,7 @@ async def _run(
     if result.errors:
         log.event("sieve.runtime_error", user=account.address, errors=len(result.errors))
     result = await _prepare_mailboxes(store, account.id, result, boxes)
-    return decide(result, target=target)
+    return decide(result, target=target, sending=sending)
 
 
 async def sieve_plan(
@@ -268,8 +279,10 @@ async def sieve_plan(
     envelope: Envelope,
     targets: Sequence[DeliveryTarget],
     now: float,
+    sending: bool = False,
 ) -> SievePlan:
-    """Run each target account's active script; targets without one are kept as they are."""
+    """Run each target account's active script; targets without one are kept as they are.
+    ``sending``: outgoing actions will be carried out (see ``decide``)."""
     plan = SievePlan()
     message: bytes | None = None
     for target in targets:
@@ -285,7 +298,13 @@ async def sieve_plan(
             message = await asyncio.to_thread(store.blobs.read, blob.id)
         try:
             decision = await _run(
-                store, target, content=script.content, message=message, envelope=envelope, now=now
+                store,
+                target,
+                content=script.content,
+                message=message,
+                envelope=envelope,
+                now=now,
+                sending=sending,
             )
         except Exception as exc:  # a bug in a script run must not lose the message
             log.event("sieve.internal_error", account=target.account_id, error=repr(exc))
@@ -295,12 +314,23 @@ async def sieve_plan(
     return plan
 
 
-async def sieve_committed(store: MailStore, plan: SievePlan, *, now: float) -> None:
-    """After the copies are committed: record duplicate marks and vacation replies, log what
-    waits for the outbound queue."""
+async def sieve_committed(
+    store: MailStore, plan: SievePlan, *, now: float, sent: Sequence[Action] | None = None
+) -> None:
+    """After the copies are committed: record duplicate marks and vacation replies.
+
+    ``sent``: the outgoing actions that were queued (the SMTP path with an outbound queue);
+    only their vacation replies are recorded as answered (RFC 5230 §4.2). Without it
+    (no outbound queue), every outgoing action is logged as pending."""
     for account_id, decision in plan.decisions:
         for mark in decision.marks:  # RFC 7352 §3: only after a successful run and delivery
             await store.sieve_track(account_id, mark.key, expires=mark.expires)
+        if sent is not None:
+            for action in decision.pending:
+                if isinstance(action, Vacation) and any(a is action for a in sent):
+                    # RFC 5230 §4.2: not answered again within the period - once it was queued
+                    await store.sieve_track(account_id, action.key, expires=now + action.period)
+            continue
         if decision.rejected is not None:
             log.event("sieve.reject", account=account_id, kept=True)
         for action in decision.pending:

@@ -14,8 +14,10 @@ sender's INBOX for local senders, queued otherwise). At start, entries left ACTI
 crash go back to QUEUED: at most the message in flight is sent twice (RFC 5321 §6.1 accepts
 duplicates over loss).
 
-Leaves out: TLS-RPT report mailing (session outcomes are counted in ``tls_results``; the
-aggregate report is not yet sent), several runner processes on one store.
+TLS-RPT (RFC 8460 §4): session outcomes are counted in ``tls_results`` and, when ``tls_sink``
+is set, stored for the daily reports of ``hato.outbound.reports``.
+
+Leaves out: several runner processes on one store.
 
 Security: this module sends mail to the internet: only to hosts routing names; bodies are
 never logged; AUTH credentials are only used over TLS (see ``client``).
@@ -52,6 +54,7 @@ from hato.outbound.dsn import Action, RecipientReport, build_dsn, should_notify,
 from hato.outbound.mtasts import HttpsFetcher, PolicyCache, StsPolicy
 from hato.outbound.routing import Hop, Relay, Route, resolve_route
 from hato.outbound.tlspolicy import HostPolicy, host_policy
+from hato.outbound.tlsrpt_sessions import TlsSessionLog
 from hato.store.api import MailStore
 from hato.store.model import BlobRef, DeliveryTarget
 from hato.store.queue import (
@@ -145,6 +148,7 @@ class QueueRunner:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.tls_results: Counter[tuple[str, str]] = Counter()  # (domain, result) for TLS-RPT
+        self.tls_sink: TlsSessionLog | None = None  # stores outcomes for TLS-RPT (RFC 8460 §4)
 
     # -- Service -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -309,8 +313,9 @@ class QueueRunner:
                 self._tls_result(
                     group.domain, "mx-mismatch" if policy.source == "mta-sts" else policy.source
                 )
+                await self._tls_report(group, hop, policy, None, entry=entry)
                 continue
-            client = await self._connect_hop(group, hop, policy, errors)
+            client = await self._connect_hop(group, hop, policy, errors, entry=entry)
             if client is not None:
                 return client
         reply = errors[-1] if errors else "451 4.4.1 No usable host"
@@ -320,7 +325,7 @@ class QueueRunner:
         raise DeliveryError(detail, reply=reply)
 
     async def _connect_hop(
-        self, group: _Group, hop: Hop, policy: HostPolicy, errors: list[str]
+        self, group: _Group, hop: Hop, policy: HostPolicy, errors: list[str], *, entry: QueueEntry
     ) -> SmtpClient | None:
         for address in hop.addresses:
             for try_tls in (True, False):
@@ -340,6 +345,9 @@ class QueueRunner:
                     await client.connect()
                 except TlsPolicyError as exc:
                     self._tls_result(group.domain, client.tls.failure or "validation-failure")
+                    await self._tls_report(
+                        group, hop, policy, client, entry=entry, detail=exc.detail
+                    )
                     errors.append(exc.reply)
                     log.event(
                         "outbound.tls.failed", host=hop.name, address=address, error=exc.detail
@@ -354,11 +362,37 @@ class QueueRunner:
                     )
                     break
                 self._tls_result(group.domain, "success" if client.tls.used else "no-tls")
+                await self._tls_report(group, hop, policy, client, entry=entry, tried_tls=try_tls)
                 return client
         return None
 
     def _tls_result(self, domain: str, result: str) -> None:
         self.tls_results[(domain, result)] += 1
+
+    async def _tls_report(
+        self,
+        group: _Group,
+        hop: Hop,
+        policy: HostPolicy,
+        client: SmtpClient | None,
+        *,
+        entry: QueueEntry,
+        tried_tls: bool = True,
+        detail: str = "",
+    ) -> None:
+        """RFC 8460 §4: store an MX session's outcome, except for "TLS-Required: No" entries
+        such as our own TLS reports (RFC 8460 §3)."""
+        route, sink = group.route, self.tls_sink
+        if sink is not None and route is not None and route.via_mx and not entry.tls_optional:
+            await sink.record(
+                domain=group.domain,
+                mx_host=hop.name,
+                policy=policy,
+                sts=group.sts,
+                client=client,
+                tried_tls=tried_tls,
+                detail=detail,
+            )
 
     # -- settling ------------------------------------------------------------------------
     async def _settle_all(

@@ -7,7 +7,8 @@ owns, "553 5.7.1"), recipient checks (RFC 5321 §3.3 "550 5.1.1" for an unknown 
 the status codes of RFC 3463. Each check returns a frozen ``Verdict(action, reply, reasons)``
 with reasons from the closed ``Reason`` enum; the SMTP server only renders it.
 
-Leaves out: SPF/DKIM/DMARC, DNSBL, greylisting and rate limits (later checks add reasons);
+Leaves out: SPF/DKIM/DMARC (``hato.policy.inbound`` at the end of DATA), per-account
+submission limits (``hato.policy.ratelimit``), DNSBL and greylisting;
 remote delivery when no outbound queue runs (``outbound=False``): every remote recipient
 a local user submits is then refused temporarily in ``OUTBOUND_UNAVAILABLE`` below — never
 accepted and lost.
@@ -55,6 +56,9 @@ class Reason(enum.Enum):
     ALIAS_LOOP = "alias_loop"
     REMOTE_RECIPIENT = "remote_recipient"  # queued for outbound delivery
     FORWARDED = "forwarded"  # a local alias with remote targets, queued for outbound delivery
+    SRS_BOUNCE = "srs_bounce"  # a valid SRS address of ours: routed back to the original sender
+    SRS_INVALID = "srs_invalid"  # SRS syntax with a bad hash or an expired timestamp
+    RATE_LIMITED = "rate_limited"  # per-account submission limit (hato.policy.ratelimit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +168,16 @@ def check_recipient(
     if facts.disabled:
         return _verdict(Action.REJECT, DISABLED_USER, Reason.DISABLED_RECIPIENT)
     return _verdict(Action.REJECT, UNKNOWN_USER, Reason.UNKNOWN_RECIPIENT)
+
+
+SRS_INVALID = Reply(550, "5.1.1", "Invalid or expired SRS address")  # RFC 3463 X.1.1
+
+
+def check_srs_recipient(*, valid: bool, outbound: bool) -> Verdict:
+    """RCPT TO one of our SRS addresses (hato.outbound.srs): a valid one is routed back to
+    the original sender through the outbound queue; a forged or expired one is unknown."""
+    if not valid:
+        return _verdict(Action.REJECT, SRS_INVALID, Reason.SRS_INVALID)
+    if outbound:
+        return _verdict(Action.ACCEPT, RECIPIENT_OK, Reason.SRS_BOUNCE)
+    return _verdict(Action.TEMPFAIL, OUTBOUND_UNAVAILABLE, Reason.OUTBOUND_UNAVAILABLE)

@@ -8,9 +8,27 @@ hato.policy.authn (RFC 4954 §4; SASL-IR), the STARTTLS upgrade (RFC 3207 §4.2)
 one function that maps errors to replies (``reply_for_error``).
 
 Remote recipients (and local aliases forwarding elsewhere) are queued for the outbound
-runner in the same unit of work as the local copies when the service has one.
+runner in the same unit of work as the local copies when the service has one; every local
+copy goes through the recipient's Sieve script, whose outgoing actions are queued in that
+same unit of work (``hato.delivery.local.deliver_message``); when every recipient's script
+refuses the message, the end of DATA gets the refusal (RFC 5429 §2.1.1/§2.2: 550 5.7.1).
 
-Leaves out: SPF/DKIM/DMARC and content filters (later checks plug in before delivery).
+The optional ``SessionHooks`` of the service add, on the MX role, the inbound verification
+of ``hato.policy.inbound`` at the end of DATA/BDAT (SPF, DKIM, ARC, iprev, DMARC: p=reject →
+550 5.7.1, temperror → 451 4.4.3, p=quarantine → the Junk mailbox; our
+Authentication-Results field added above the trace fields and incoming ones claiming our
+authserv-id removed, RFC 8601 §4.1/§5). SPF is evaluated then too, not at MAIL FROM: RFC 7208
+§2.4 allows either, DMARC needs it together with DKIM, and one verdict keeps the decision in
+one place; the cost is that a message failing SPF is received in full (an SPF fail alone
+never rejects: DMARC decides). The message is spooled for that (``SpooledMessage``: written
+twice, see hato.delivery.local). The hooks also add per-account submission limits
+(``hato.policy.ratelimit``: 451 4.7.1 at MAIL or RCPT) and SRS (``hato.outbound.srs``):
+mail forwarded from remote senders (aliases, Sieve redirect) leaves with an SRS0/SRS1
+reverse-path, and RCPT TO one of our SRS addresses is checked and routed back to the
+original sender.
+
+Leaves out: content filters (spam, virus), DNSBL, greylisting; verification of mail on the
+submission role (authenticated users are trusted) or on an MX without hooks.
 
 Security: "250 OK" after DATA/BDAT only once the body is fsynced and every copy is
 committed; a message that is not accepted is aborted (its temporary file removed) whatever
@@ -21,9 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hato.codec.smtp import (
@@ -72,16 +93,36 @@ from hato.core.reply import Reply
 from hato.delivery.local import (
     IncomingMessage,
     ReceivedMessage,
+    SpooledMessage,
     TraceInfo,
-    deliver_local,
+    deliver_message,
     received_header,
     return_path_header,
+    split_header,
     tls_cipher_token,
+    write_blob,
 )
 from hato.delivery.recipients import Resolution, merge_targets
+from hato.delivery.sieve_send import Sending
 from hato.outbound.queue import entries_for
+from hato.outbound.srs import Srs, is_srs
 from hato.policy.authn import SaslExchange
-from hato.policy.smtp import Role, check_recipient, check_sender, owns_sender
+from hato.policy.inbound import (
+    JUNK,
+    InboundAction,
+    InboundFacts,
+    InboundVerifier,
+    prepare_header,
+)
+from hato.policy.ratelimit import SubmissionLimiter
+from hato.policy.smtp import (
+    Role,
+    Verdict,
+    check_recipient,
+    check_sender,
+    check_srs_recipient,
+    owns_sender,
+)
 from hato.servers.base import TlsMode
 from hato.store.model import Account, BlobRef
 from hato.store.queue import NewQueueEntry, QueueRecipient
@@ -122,6 +163,23 @@ def make_codec(service: SmtpService, spec: SmtpListener) -> ServerConnection:
     return codec
 
 
+@dataclass
+class SessionHooks:
+    """What a service adds around the transaction beyond the envelope rules; every part is
+    optional (the service's ``hooks`` attribute, see hato.servers.smtp_inbound)."""
+
+    verifier: InboundVerifier | None = None  # the MX role: checks at the end of DATA
+    spool_dir: Path | None = None  # where messages wait for their verdict (None: $TMPDIR)
+    limiter: SubmissionLimiter | None = None  # per-account submission limits
+    srs: Srs | None = None  # sender rewriting for forwarded mail, SRS bounces at RCPT
+    verify_slots: int = 4  # messages verified at once (each is read into memory once)
+    after_delivery: Callable[[ReceivedMessage], Awaitable[object]] | None = None
+    slots: asyncio.Semaphore = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.slots = asyncio.Semaphore(max(1, self.verify_slots))
+
+
 @dataclass(slots=True)
 class Transaction:
     """Server-side state of one mail transaction (the codec holds the wire envelope)."""
@@ -130,7 +188,9 @@ class Transaction:
     sender: Address | None
     recipients: list[Address] = field(default_factory=list)
     resolutions: list[Resolution] = field(default_factory=list)
-    incoming: IncomingMessage | None = None
+    incoming: IncomingMessage | SpooledMessage | None = None
+    return_path: bytes = b""  # our trace fields, for a spooled message's final body
+    received: bytes = b""
 
 
 class SmtpSession:
@@ -149,6 +209,8 @@ class SmtpSession:
         self.conn_id = ""
         self._sasl: SaslExchange | None = None
         self._chunk_size = 0
+        hooks = getattr(service, "hooks", None)
+        self.hooks: SessionHooks = hooks if isinstance(hooks, SessionHooks) else SessionHooks()
 
     @property
     def tls_active(self) -> bool:
@@ -297,6 +359,8 @@ class SmtpSession:
         if self.role is Role.SUBMISSION and self.account is not None and sender is not None:
             owned = await owns_sender(self.service.store, self.account, sender)
         verdict = check_sender(role=self.role, sender=sender, account=self.account, owned=owned)
+        if verdict.accepted:
+            verdict = self._limit(recipients=0) or verdict
         name = "smtp.mail.accepted" if verdict.accepted else "smtp.mail.rejected"
         log.event(
             name,
@@ -318,13 +382,19 @@ class SmtpSession:
         else:
             assert event.path.address is not None
             address = event.path.address
-        resolution = await self.resolver.resolve(address)
-        verdict = check_recipient(
-            role=self.role,
-            authenticated=self.account is not None,
-            facts=resolution.facts(),
-            outbound=self.service.outbound is not None,
-        )
+        srs = await self._srs_recipient(address)
+        if srs is not None:
+            resolution, verdict = srs
+        else:
+            resolution = await self.resolver.resolve(address)
+            verdict = check_recipient(
+                role=self.role,
+                authenticated=self.account is not None,
+                facts=resolution.facts(),
+                outbound=self.service.outbound is not None,
+            )
+        if verdict.accepted:
+            verdict = self._limit(recipients=len(self.txn.recipients) + 1) or verdict
         name = "smtp.rcpt.accepted" if verdict.accepted else "smtp.rcpt.rejected"
         log.event(
             name,
@@ -336,6 +406,44 @@ class SmtpSession:
             self.txn.recipients.append(address)
             self.txn.resolutions.append(resolution)
         return verdict.reply
+
+    def _limit(self, *, recipients: int) -> Verdict | None:
+        """Per-account submission limits (hato.policy.ratelimit); None when within them."""
+        limiter = self.hooks.limiter
+        if limiter is None or self.account is None or self.role is not Role.SUBMISSION:
+            return None
+        verdict = limiter.check(
+            self.account.id,
+            now=self.service.clock.now(),
+            recipients=recipients,
+            user=self.account.address,
+        )
+        return None if verdict.accepted else verdict
+
+    async def _srs_recipient(self, address: Address) -> tuple[Resolution, Verdict] | None:
+        """RCPT TO one of our SRS addresses: checked and routed back to the original
+        sender (hato.outbound.srs); None for any other address."""
+        srs = self.hooks.srs
+        if srs is None or not is_srs(address.unquoted_local):
+            return None
+        if not await self.resolver.is_local_domain(address):
+            return None
+        back = srs.reverse(address, now=self.service.clock.now())
+        outbound = self.service.outbound is not None
+        if back.address is None:
+            log.event("smtp.srs.invalid", rcpt=str(address), reason=back.reason)
+            verdict = check_srs_recipient(valid=False, outbound=outbound)
+            return Resolution(address.key, local_domain=True), verdict
+        original = Address.parse(back.address)
+        if await self.resolver.is_local_domain(original):
+            resolution = await self.resolver.resolve(original)
+            verdict = check_recipient(
+                role=Role.MX, authenticated=False, facts=resolution.facts(), outbound=outbound
+            )
+            return resolution, verdict
+        log.event("smtp.srs.reversed", rcpt=str(address), to=back.address)
+        resolution = Resolution(address.key, local_domain=True, remote=(back.address,))
+        return resolution, check_srs_recipient(valid=True, outbound=outbound)
 
     # -- message -------------------------------------------------------------------------
     def _trace(self, txn: Transaction, *, smtputf8: bool) -> TraceInfo:
@@ -363,15 +471,76 @@ class SmtpSession:
         assert txn is not None and envelope is not None
         utf8 = envelope.params.smtputf8
         single = txn.recipients[0] if len(txn.recipients) == 1 else None
-        prefix = return_path_header(txn.sender, utf8=utf8) + received_header(
+        txn.return_path = return_path_header(txn.sender, utf8=utf8)
+        txn.received = received_header(
             self._trace(txn, smtputf8=utf8), recipient=single, now=self.service.clock.now()
         )
+        if self._verifies:
+            try:
+                txn.incoming = SpooledMessage(self.hooks.spool_dir)
+            except OSError as exc:
+                raise TemporaryStoreError(f"cannot create spool file: {exc}") from None
+            return
+        prefix = txn.return_path + txn.received
         try:
             # creating the file may wait for a directory fsync of another commit: in a thread
             writer = await asyncio.to_thread(self.service.store.blobs.writer)
         except OSError as exc:
             raise TemporaryStoreError(f"cannot create message file: {exc}") from None
         txn.incoming = IncomingMessage(writer, prefix=prefix)
+
+    @property
+    def _verifies(self) -> bool:
+        """Inbound verification applies: the MX role of a service with a verifier."""
+        return self.role is Role.MX and self.hooks.verifier is not None
+
+    async def _verify(
+        self, txn: Transaction, spool: SpooledMessage
+    ) -> tuple[BlobRef, InboundAction] | Reply:
+        """Verify a spooled message (hato.policy.inbound); its final body on acceptance,
+        else the reply (550 5.7.1 on DMARC reject, 451 4.4.3 on temperror)."""
+        hooks = self.hooks
+        verifier = hooks.verifier
+        assert verifier is not None
+        async with hooks.slots:  # bounds the memory of messages read for verification
+            try:
+                data = await asyncio.to_thread(spool.read)
+            except OSError as exc:
+                raise TemporaryStoreError(f"reading the spooled message failed: {exc}") from None
+            finally:
+                spool.abort()
+            first = txn.recipients[0] if txn.recipients else None
+            facts = InboundFacts(
+                client_ip=self.remote_ip,
+                helo=self.codec.session.helo or "",
+                mail_from=str(txn.sender) if txn.sender is not None else "",
+                message=data,
+                recipient_domain=first.domain if first is not None else None,
+            )
+            verdict = await verifier.evaluate(facts)
+            if verdict.action in (InboundAction.REJECT, InboundAction.TEMPFAIL):
+                assert verdict.reply is not None
+                log.event(
+                    "smtp.data.rejected",
+                    reason=verdict.action.value,
+                    id=txn.id,
+                    reasons=",".join(r.value for r in verdict.reasons),
+                    code=verdict.reply.code,
+                )
+                return verdict.reply
+            end = split_header(data)
+            # RFC 8601 §5: drop fields claiming our authserv-id; §4.1 / §7.1: ours goes
+            # above the other trace fields we add (Return-Path stays first, RFC 5321 §4.4)
+            header = prepare_header(
+                txn.received + data[:end], verdict, verifier.settings.authserv_id
+            )
+            try:
+                blob = await write_blob(
+                    self.service.store, [txn.return_path, header, memoryview(data)[end:]]
+                )
+            except OSError as exc:
+                raise TemporaryStoreError(f"storing the message failed: {exc}") from None
+        return blob, verdict.action
 
     async def _finish(self, problem: DataProblem | None) -> Reply:
         txn = self.txn
@@ -388,49 +557,89 @@ class SmtpSession:
             incoming.abort()
             log.event("smtp.data.rejected", reason="mail loop", id=txn.id)
             return MAIL_LOOP
-        try:
-            blob = await incoming.commit()
-        except OSError as exc:
-            raise TemporaryStoreError(f"committing the message failed: {exc}") from None
+        action = InboundAction.ACCEPT
+        if isinstance(incoming, SpooledMessage):
+            verified = await self._verify(txn, incoming)
+            if isinstance(verified, Reply):
+                return verified
+            blob, action = verified
+        else:
+            try:
+                blob = await incoming.commit()
+            except OSError as exc:
+                raise TemporaryStoreError(f"committing the message failed: {exc}") from None
         envelope = self.codec.envelope
         assert envelope is not None
+        targets = merge_targets(txn.resolutions)
+        if action is InboundAction.QUARANTINE:
+            # RFC 7489 §6.6.4 / §6.3 p=quarantine: "suspicious": the Junk mailbox
+            targets = [dataclasses.replace(t, mailbox=JUNK) for t in targets]
         message = ReceivedMessage(
             envelope=envelope,
             blob=blob,
-            targets=tuple(merge_targets(txn.resolutions)),
+            targets=tuple(targets),
             received_at=self.service.clock.now(),
             tls_required_no=incoming.scan.tls_required_no,
+            strip_prefix=len(txn.return_path),
         )
-        remote = self._outbound_entries(txn, envelope, blob)
-        if remote:
-            # one unit of work: local copies and queue entries, before the 250
-            await self.service.store.deliver_and_queue(
-                blob, message.targets, remote, internal_date=message.received_at
-            )
-            assert self.service.outbound is not None
+        remote = await self._outbound_entries(txn, envelope, blob)
+        # one unit of work: local copies (through Sieve), queue entries and what the
+        # scripts send, before the 250
+        delivered = await deliver_message(
+            self.service.store, message, outbound=remote, sending=self._sending()
+        )
+        if delivered.refusal is not None:
+            log.event("smtp.data.rejected", reason="sieve", id=txn.id)
+            return delivered.refusal
+        if delivered.queued and self.service.outbound is not None:
             self.service.outbound.wake()
-        else:
-            await deliver_local(self.service.store, message)
+        if self.hooks.limiter is not None and self.account is not None:
+            self.hooks.limiter.record(
+                self.account.id, now=message.received_at, recipients=len(txn.recipients)
+            )
+        if self.hooks.after_delivery is not None:
+            await self.hooks.after_delivery(message)
         log.event(
             "smtp.data.accepted",
             id=txn.id,
             size=blob.size,
             recipients=len(txn.recipients),
-            copies=len(message.targets),
+            copies=len(delivered.appended),
+            queued=len(delivered.queued),
+            inbound=action.value if self._verifies else "unverified",
             requiretls=message.requiretls,
             tls_required_no=message.tls_required_no,
         )
         return Reply(250, "2.0.0", f"Message accepted, id {txn.id}")
 
-    def _outbound_entries(
+    def _sending(self) -> Sending | None:
+        """How Sieve's outgoing actions are sent; None without an outbound queue."""
+        runner = self.service.outbound
+        if runner is None:
+            return None
+        return Sending(
+            resolver=self.resolver,
+            hostname=self.settings.hostname,
+            expire_after=runner.settings.expire_after,
+            srs=self.hooks.srs,
+        )
+
+    async def _outbound_entries(
         self, txn: Transaction, envelope: Envelope, blob: BlobRef
     ) -> list[NewQueueEntry]:
-        """Queue entries for the remote recipients (and remote alias targets), with the
-        RFC 3461 parameters of their RCPT; ORCPT defaults to the address the client gave."""
+        """Queue entries for the remote recipients (and remote alias targets, SRS bounces),
+        with the RFC 3461 parameters of their RCPT; ORCPT defaults to the address the client
+        gave. Forwarded mail from a remote sender gets an SRS reverse-path of the forwarding
+        domain (hato.outbound.srs), so SPF passes at the destination (RFC 7208 §2.4)."""
         runner = self.service.outbound
         if runner is None:
             return []
-        rcpts: list[QueueRecipient] = []
+        sender = str(txn.sender) if txn.sender is not None else ""
+        forwarded_sender = sender
+        remote_sender = txn.sender is not None and not await self.resolver.is_local_domain(
+            txn.sender
+        )
+        groups: dict[str, list[QueueRecipient]] = {}
         for address, resolution, wire in zip(
             txn.recipients, txn.resolutions, envelope.recipients, strict=False
         ):
@@ -439,30 +648,37 @@ class SmtpSession:
             orcpt = f"{params.orcpt.addr_type};{params.orcpt.address}" if params.orcpt else None
             if not resolution.local_domain:
                 # RFC 5321 §2.4: the remote local part keeps its case
-                rcpts.append(QueueRecipient(str(address), notify, orcpt))
+                groups.setdefault(sender, []).append(QueueRecipient(str(address), notify, orcpt))
                 continue
+            if not resolution.remote:
+                continue
+            if remote_sender and self.hooks.srs is not None:
+                forwarded_sender = self.hooks.srs.forward(
+                    sender, domain=address.domain, now=self.service.clock.now()
+                )
             for target in resolution.remote:
-                rcpts.append(QueueRecipient(target, notify, orcpt or f"rfc822;{address}"))
-        if not rcpts:
-            return []
+                rcpt = QueueRecipient(target, notify, orcpt or f"rfc822;{address}")
+                groups.setdefault(forwarded_sender, []).append(rcpt)
         mail = envelope.params
-        utf8 = mail.smtputf8
-        return entries_for(
-            blob_size=blob.size,
-            blob_id=blob.id,
-            sender=str(txn.sender) if txn.sender is not None else "",
-            recipients=rcpts,
-            now=self.service.clock.now(),
-            expire_after=runner.settings.expire_after,
-            account_id=self.account.id if self.account is not None else None,
-            envid=mail.envid,
-            ret=mail.ret.value if mail.ret is not None else None,
-            body=mail.body.value,
-            smtputf8=utf8,
-            requiretls=mail.requiretls,
-            tls_optional=txn.incoming.scan.tls_required_no if txn.incoming else False,
-            strip_prefix=len(return_path_header(txn.sender, utf8=utf8)),
-        )
+        entries: list[NewQueueEntry] = []
+        for reverse_path, rcpts in groups.items():
+            entries += entries_for(
+                blob_size=blob.size,
+                blob_id=blob.id,
+                sender=reverse_path,
+                recipients=rcpts,
+                now=self.service.clock.now(),
+                expire_after=runner.settings.expire_after,
+                account_id=self.account.id if self.account is not None else None,
+                envid=mail.envid,
+                ret=mail.ret.value if mail.ret is not None else None,
+                body=mail.body.value,
+                smtputf8=mail.smtputf8 or not reverse_path.isascii(),
+                requiretls=mail.requiretls,
+                tls_optional=txn.incoming.scan.tls_required_no if txn.incoming else False,
+                strip_prefix=len(txn.return_path),
+            )
+        return entries
 
     def _abort_message(self) -> None:
         if self.txn is not None and self.txn.incoming is not None:

@@ -22,7 +22,7 @@ _MSG_ID = re.compile(r"<([^<>]*)>")
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ThreadMessage:
     """What the algorithms need of one searched message."""
 

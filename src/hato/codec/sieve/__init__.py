@@ -3,9 +3,10 @@
 Sans-IO: ``parse_script`` turns text into a checked ``Script`` (or raises ``SieveError``
 listing every error with its line); ``run_script`` decides what to do with one message and
 returns a ``SieveResult`` of frozen action values that delivery carries out. Mailbox
-existence, duplicate tracking, time and the environment are injected. The supported
+existence, duplicate tracking, time, the environment, external lists (RFC 6134) and IMAP
+METADATA (RFC 5490) are injected. The supported
 capabilities are ``ALL_EXTENSIONS`` (see ``language`` for the standards).
-Leaves out: extlists (RFC 6134), metadata (RFC 5490 §3), notification methods other than mailto.
+Leaves out: notification methods other than mailto.
 Security: scripts are user input: size, instruction, action, redirect, include and variable
 limits (``SieveLimits``) bound every run; the interpreter performs no I/O.
 """
@@ -61,7 +62,12 @@ def parse_script(
         raise SieveError([*errors, (0, "parse failed")])
     library = Library(
         include_loader,
-        Settings(max_include_depth=limits.max_include_depth, max_includes=limits.max_includes),
+        Settings(
+            max_include_depth=limits.max_include_depth,
+            max_includes=limits.max_includes,
+            notify_allowed=limits.max_notifications > 0,
+            max_header_size=limits.max_header_size,
+        ),
     )
     found: list[tuple[int, str]] = []
     checker = Checker(

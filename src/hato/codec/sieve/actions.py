@@ -82,6 +82,7 @@ class Vacation:
     in_reply_to: str | None = None
     references: str | None = None
     to_header: str = ""  # the To of the reply, as the sender's own field named them
+    return_path: str = ""  # MAIL FROM of the reply: "" is <> (RFC 5230 §5.1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,11 @@
 RFC 5322 §3.4 mailbox, checked strictly, and the address parts of RFC 5228 §2.7.4/RFC 5233.
 
 ``parse_mailbox`` accepts ``local@domain`` and ``Name <local@domain>`` (atoms, quoted strings,
-comments) and returns the bare ``local@domain`` or a reason in Pigeonhole's words. RFC 5228
-§4.2: redirect takes exactly one address. Leaves out: group syntax and source routes (not one
-mailbox), internationalised local parts (RFC 6532) in outgoing addresses.
+comments) and returns the bare ``local@domain`` (a quoted local part that is a dot-atom
+unquoted, RFC 5322 §3.4.1) or a reason in Pigeonhole's words. RFC 5228 §4.2: redirect takes
+exactly one address. ``parse_path`` reads an SMTP path (RFC 5321 §4.1.2, source routes
+dropped) for the envelope test. Leaves out: group syntax and source routes in mailboxes,
+internationalised local parts (RFC 6532) in outgoing addresses.
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ def _addr_spec(scan: _Scan) -> tuple[str | None, str]:
     """local@domain at the scanner's position: (address, "") or (None, reason)."""
     scan.cfws()
     local = scan.quoted()
+    if local is not None:
+        inner = re.sub(r"\\(.)", r"\1", local[1:-1])
+        if _DOT_ATOM.match(inner):
+            # RFC 5322 §3.4.1 / RFC 5321 §4.1.2: a quoted local part that is a dot-atom is
+            # the same mailbox unquoted; the unquoted form is the canonical one
+            local = inner
     if local is None:
         local = scan.word()
         # obsolete local parts with leading, trailing or doubled dots are still seen in the
@@ -179,3 +187,39 @@ def address_part(address: str, part: str, *, delimiter: str = "+") -> str | None
     if part == "detail":
         return None if cut < 0 else local[cut + 1 :]
     return None
+
+
+# RFC 5321 §4.1.2 Path, read leniently the way mail is met in practice: local parts may hold
+# any dots (older Japanese mobile addresses), domain labels "_" and edge "-"
+_PATH_LOCAL = re.compile(
+    r"(?:[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.\x80-\U0010ffff]+|\"(?:[^\"\\]|\\.)*\")\Z"
+)
+_PATH_DOMAIN = re.compile(
+    r"(?:[A-Za-z0-9_\-\x80-\U0010ffff]+(?:\.[A-Za-z0-9_\-\x80-\U0010ffff]+)*|\[[\x21-\x5a\x5e-\x7e]*\])\Z"
+)
+_ROUTE_DOMAIN = re.compile(r"@[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*\Z")
+
+
+def parse_path(text: str) -> str | None:
+    """The address of an SMTP path (RFC 5321 §4.1.2 Path / Reverse-path): "" for the null
+    path <>, the bare mailbox otherwise (source routes dropped, §C), None when malformed.
+    Angle brackets are optional; a local part alone (e.g. MAILER-DAEMON) is accepted."""
+    text = text.strip()
+    if text in ("", "<>"):
+        return ""
+    if text.startswith("<"):
+        if not text.endswith(">"):
+            return None
+        text = text[1:-1]
+    if "<" in text or ">" in text:
+        return None
+    if text.startswith("@"):  # RFC 5321 §4.1.2 A-d-l: "@" domain *("," "@" domain) ":"
+        route, colon, text = text.partition(":")
+        if not colon or not all(_ROUTE_DOMAIN.match(hop) for hop in route.split(",")):
+            return None
+    local, at, domain = text.rpartition("@") if not text.endswith('"') else ("", "", text)
+    if not at:
+        return text if _PATH_LOCAL.match(text) else None
+    if not local or not _PATH_LOCAL.match(local) or not _PATH_DOMAIN.match(domain):
+        return None
+    return text

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 from hato.codec.mime import Group, parse_address_list
 from hato.codec.sieve import enotify
 from hato.codec.sieve.addresses import parse_mailbox
-from hato.codec.sieve.ext_extlists import normalize_list_name
 from hato.codec.sieve.comparators import CAPABILITY, COMPARATORS, DEFAULT, Comparator
+from hato.codec.sieve.ext_extlists import normalize_list_name
 from hato.codec.sieve.language import Cmd
 from hato.codec.sieve.matchtypes import RELATIONS, MatchType, RegexError, compile_regex
 from hato.codec.sieve.strings import Ref, Template, has_bad_utf8, parse_name, shown
@@ -58,6 +58,8 @@ ADDRESS_HEADERS = frozenset(
         "mail-reply-to",
         "apparently-to",
         "approved",
+        "x-beenthere",  # Mailman: the list address
+        "x-complaints-to",
     }
 )
 ENVELOPE_PARTS = frozenset({"from", "to", "auth", "orig_to"})
@@ -417,6 +419,8 @@ def _duplicate(ch: Checker, cmd: Cmd) -> None:
 
 
 def _notify(ch: Checker, cmd: Cmd) -> None:
+    if not ch.library.settings.notify_allowed:
+        ch.error(cmd.line, "notify action: local policy prohibits the use of a notify action")
     for message in enotify.check_notify(cmd):
         ch.error(cmd.line, message)
 
@@ -428,14 +432,25 @@ def _addheader(ch: Checker, cmd: Cmd) -> None:
     value = cmd.string(1).constant
     if value is not None and not _field_value_ok(value):
         ch.error(cmd.line, f"addheader command: specified value `{sanitize(value)}' is invalid")
+    elif value is not None and len(value.encode("utf-8")) > ch.library.settings.max_header_size:
+        # RFC 5293 §4: "a length limit set by the implementation"
+        ch.error(
+            cmd.line,
+            "addheader command: specified header value exceeds the size limit of "
+            f"{ch.library.settings.max_header_size} bytes",
+        )
 
 
 def _field_value_ok(value: str) -> bool:
-    # RFC 5293 §4: the value must not hold line breaks other than folds
-    return re.search(r"\r(?!\n)|(?<!\r)\n|\r\n(?![ \t])|\x00", value) is None
+    # RFC 5293 §4: a value that is not RFC 5322 unstructured text is flagged or encoded:
+    # line breaks (CRLF) are encoded as folding white space; other controls are flagged
+    return re.search(r"\r(?!\n)|(?<!\r)\n|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", value) is None
 
 
 def _deleteheader(ch: Checker, cmd: Cmd) -> None:
+    if "last" in cmd.tags and "index" not in cmd.tags:
+        _index(ch, cmd, kind="command")  # RFC 5293 §5: checked before the field name
+        return
     name = cmd.string(0).constant
     if name is not None and not _FIELD_NAME.match(name):
         ch.error(
@@ -481,7 +496,9 @@ def mailbox_list_ok(text: str) -> bool:
     items = parse_address_list(text)
     if not items or any(isinstance(item, Group) for item in items):
         return False
-    return all(item.address and "@" in item.address for item in items if not isinstance(item, Group))
+    return all(
+        item.address and "@" in item.address for item in items if not isinstance(item, Group)
+    )
 
 
 _CHECKS: dict[str, Callable[[Checker, Cmd], None]] = {

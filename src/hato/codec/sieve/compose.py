@@ -79,7 +79,7 @@ def vacation_reply(action: Vacation, *, now: float) -> Outgoing | None:
         text = "".join(lines) + "\r\n" + reason
     if not text.endswith("\r\n"):
         text += "\r\n"
-    return Outgoing("", action.recipient, text.encode("utf-8", "surrogateescape"))
+    return Outgoing(action.return_path, action.recipient, text.encode("utf-8", "surrogateescape"))
 
 
 _PRIORITY = {1: ("1 (Highest)", "High"), 2: ("3 (Normal)", "Normal"), 3: ("5 (Lowest)", "Low")}

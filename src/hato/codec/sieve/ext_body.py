@@ -3,7 +3,8 @@
 Implements RFC 5173 §5 (the body transforms :raw, :content and :text), §5.2 (:content
 searches every part, descending into multiparts and message/rfc822; "" matches every type,
 "type" matches all subtypes, "type/subtype" exactly; text parts are transfer-decoded and
-converted to UTF-8; a matching multipart contributes its prologue and epilogue) and §5.3
+converted to UTF-8; a matching multipart contributes its prologue and epilogue as two
+strings without the delimiter lines; a message/rfc822 part its nested header) and §5.3
 (:text: the text parts, HTML reduced to its text). Leaves out: nothing.
 """
 
@@ -41,19 +42,39 @@ def _walk(part: Part, data: bytes) -> list[tuple[Part, bytes]]:
     return out
 
 
-def _part_text(part: Part, data: bytes) -> str | None:
+def _prologue_epilogue(part: Part, data: bytes) -> list[str]:
+    """RFC 5173 §5.2: a multipart's prologue and epilogue, "as separate strings", without
+    the boundary delimiter lines (RFC 2046 §5.1.1: the CRLF before a delimiter is part of
+    it)."""
+    boundary = part.param("boundary") or ""
+    first, last = part.children[0], part.children[-1]
+    head = data[part.body_start : first.header_start]
+    cut = head.rfind(b"--" + boundary.encode("utf-8", "surrogateescape"))
+    if cut >= 0:
+        head = head[:cut]
+    head = head[:-2] if head.endswith(b"\r\n") else head.removesuffix(b"\n")
+    tail = data[last.body_end : part.body_end]
+    nl = tail.find(b"\n", tail.find(b"--"))  # the close-delimiter line ends here
+    tail = tail[nl + 1 :] if nl >= 0 and tail.lstrip(b"\r\n").startswith(b"--") else b""
+    return [t.decode("utf-8", "replace") for t in (head, tail)]
+
+
+def _part_text(part: Part, data: bytes) -> list[str]:
     if part.children:
-        # RFC 5173 §5.2: a multipart's own content is its prologue and epilogue
-        first, last = part.children[0], part.children[-1]
-        head = data[part.body_start : first.header_start]
-        tail = data[last.body_end : part.body_end]
-        return (head + tail).decode("utf-8", "replace")
-    if part.message is not None or part.mime_type == "message/rfc822":
-        return data[part.body_start : part.body_end].decode("utf-8", "replace")
+        return _prologue_epilogue(part, data)  # RFC 5173 §5.2
+    if part.message is not None:
+        # RFC 5173 §5.2: for message/rfc822 "only the header of the nested message ... as
+        # a single string" (the blank line that ends it is not part of it)
+        inner = part.message
+        header = data[inner.header_start : inner.header_end]
+        header = header[:-2] if header.endswith(b"\r\n\r\n") else header
+        header = header[:-1] if header.endswith(b"\n\n") else header
+        return [header.decode("utf-8", "replace")]
+    if part.mime_type == "message/rfc822":
+        return [data[part.body_start : part.body_end].decode("utf-8", "replace")]
     if part.content_type == "text":
-        text = text_content(part, data)
-        return text
-    return decode_body(part, data).decode("utf-8", "replace")
+        return [text_content(part, data)]
+    return [decode_body(part, data).decode("utf-8", "replace")]
 
 
 def body_texts(rt: Runtime, cmd: Cmd) -> list[str]:
@@ -84,9 +105,7 @@ def body_texts(rt: Runtime, cmd: Cmd) -> list[str]:
             continue
         if not any(_type_matches(part, w) for w in wanted):
             continue
-        content = _part_text(part, source)
-        if content is not None:
-            out.append(content)
+        out.extend(_part_text(part, source))
     return out
 
 

@@ -1,9 +1,10 @@
 """Sieve "editheader" (RFC 5293): addheader and deleteheader on the message being processed.
 
 Implements RFC 5293 §4 (addheader [:last]: at the top, or the end with :last; a value with
-non-ASCII text is RFC 2047-encoded as UTF-8 and long values are folded), §5 (deleteheader
-[:index n [:last]] [COMPARATOR] [MATCH-TYPE] name [value-patterns]), §6 (Received and
-Auto-Submitted are protected: edits of them are ignored; more names via SieveLimits) and §7
+non-ASCII text is RFC 2047-encoded as UTF-8, line breaks become folding white space and long
+values are folded), §5 (deleteheader [:index n [:last]] [COMPARATOR] [MATCH-TYPE] name
+[value-patterns]), §6 (Received and Auto-Submitted can never be deleted, Subject can always
+be added and deleted; more protected names via SieveLimits; refused edits are ignored) and §7
 (later tests and actions see the edited header). Edits rewrite the message bytes; the runtime
 keeps the original for the implicit keep after an error. Leaves out: nothing.
 """
@@ -23,6 +24,7 @@ _MAX_LINE = 76
 
 def encode_value(value: str) -> str:
     """A field body for ``value``: ASCII as it is, else RFC 2047 B-encoded UTF-8 words."""
+    value = re.sub(r"\r?\n(?=[ \t])", "", value)  # RFC 5322 §2.2.3: a fold is unfolded
     value = value.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
     if value.isascii():
         return value
@@ -52,8 +54,13 @@ def fold(name: str, value: str) -> str:
 
 
 def _protected(rt: Runtime, name: str, *, adding: bool) -> bool:
+    key = name.lower()
+    if key == "subject":
+        return False  # RFC 5293 §6: "MUST permit both addition and deletion of" Subject
+    if not adding and key in ("received", "auto-submitted"):
+        return True  # RFC 5293 §6: "MUST NOT permit attempts to delete" these
     forbid = rt.limits.editheader_forbid_add if adding else rt.limits.editheader_forbid_delete
-    return name.lower() in forbid
+    return key in forbid
 
 
 def _addheader(rt: Runtime, cmd: Cmd) -> None:

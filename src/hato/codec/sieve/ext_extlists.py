@@ -79,9 +79,6 @@ class StaticLists:
         return self._lists.get(name)
 
 
-_EMPTY_DEFAULT = StaticLists({ADDRBOOK_DEFAULT: ()})
-
-
 def normalize_list_name(text: str) -> str | None:
     """The canonical form of an external list name, or None when it is not valid."""
     if text.startswith(":"):  # RFC 6134 §2.5: the shorthand for a Sieve URN parameter
@@ -101,6 +98,9 @@ def normalize_list_name(text: str) -> str | None:
     if book.lower() == "default":  # RFC 6134 §2.5: "default" is case-insensitive
         return ADDRBOOK_DEFAULT
     return SIEVE_URN + "addrbook:" + urllib.parse.quote(book, safe="", errors="surrogateescape")
+
+
+_EMPTY_DEFAULT = StaticLists({ADDRBOOK_DEFAULT: ()})
 
 
 def provider(rt: Runtime) -> ExternalLists:

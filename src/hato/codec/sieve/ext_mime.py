@@ -6,13 +6,14 @@ encapsulated messages included; break [:name]), §4 (:mime on header/address/exi
 for the current part and every part below; :type, :subtype, :contenttype and :param on
 Content-Type and Content-Disposition), §7 (extracttext [:first n] with the set modifiers of
 RFC 5229 §4). RFC 5260 §6: :index n picks the n-th field of a name, :last counts from the end.
-Leaves out: replace and enclose (RFC 5703 §5-§6).
+Loops walk parts by their path (child indexes), re-resolved on every step, so edits of the
+message (editheader, replace, enclose) never leave a loop on stale offsets; replace and enclose
+live in ``ext_replace``. Leaves out: nothing.
 """
 
 from __future__ import annotations
 
 from hato.codec.mime import Part, html_to_text, parse_mime_value, text_content
-from hato.codec.mime.content import decode_encapsulated
 from hato.codec.sieve.ext_variables import apply_modifiers
 from hato.codec.sieve.language import Cmd
 from hato.codec.sieve.runtime import Break, CommandFn, Runtime, TestFn, runtime_error
@@ -34,7 +35,7 @@ def parts_for(rt: Runtime, cmd: Cmd) -> list[Part]:
         return [rt.part]
     current = rt.current_part()
     if "anychild" in cmd.tags:
-        return list(_walk(rt, current))
+        return _walk(rt, current)
     return [current]
 
 
@@ -65,24 +66,22 @@ def header_values(rt: Runtime, cmd: Cmd, *, name: str, part: Part) -> list[str]:
     return out
 
 
-def _children(rt: Runtime, part: Part) -> list[Part]:
-    if part.children:
-        return list(part.children)
-    if part.message is not None:
-        return [part.message]
-    inner = decode_encapsulated(part, rt.message) if part.mime_type == "message/rfc822" else None
-    return [inner[0]] if inner is not None and inner[1] is rt.message else []
-
-
 def _walk(rt: Runtime, part: Part) -> list[Part]:
     out = [part]
-    for child in _children(rt, part):
+    for child in rt.children(part):
         out.extend(_walk(rt, child))
     return out
 
 
+def _paths(rt: Runtime, part: Part, path: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """``path`` and the paths of every part below ``part``, depth first."""
+    out = [path]
+    for index, child in enumerate(rt.children(part)):
+        out.extend(_paths(rt, child, (*path, index)))
+    return out
+
+
 def _foreverypart(rt: Runtime, cmd: Cmd) -> None:
-    start = rt.current_part()
     depth = len(rt.parts)
     if depth >= rt.limits.max_foreverypart_depth:  # RFC 5703 §3: bounded nesting
         raise runtime_error(
@@ -90,14 +89,22 @@ def _foreverypart(rt: Runtime, cmd: Cmd) -> None:
             "the nested foreverypart loop exceeds the nesting limit "
             f"(<= {rt.limits.max_foreverypart_depth} levels)",
         )
-    targets: list[Part] = []
+    base = rt.parts[-1] if rt.parts else ()
+    start = rt.current_part()
+    targets: list[tuple[int, ...]] = []
     if not rt.parts:  # the outermost loop starts at the message itself
-        targets = _walk(rt, start)
+        targets = _paths(rt, start, base)
     else:  # a nested loop visits the parts below the current one
-        for child in _children(rt, start):
-            targets.extend(_walk(rt, child))
-    for target in targets:
-        rt.parts.append(target)
+        for index, child in enumerate(rt.children(start)):
+            targets.extend(_paths(rt, child, (*base, index)))
+    mark = len(rt.replaced)
+    for path in targets:
+        # RFC 5703 §5: the loop "does not go into the no-longer existing body parts"
+        if any(len(r) < len(path) and path[: len(r)] == r for r in rt.replaced[mark:]):
+            continue
+        if rt.part_at(path) is None:
+            continue
+        rt.parts.append(path)
         try:
             rt.run_block(cmd.block or ())
         except Break as brk:

@@ -44,6 +44,8 @@ def _notify(rt: Runtime, cmd: Cmd) -> None:
     everything = rt.actions + rt.withheld
     if any(isinstance(a, Notify) and a.method == method for a in everything):
         return  # RFC 5435 §3.9: duplicate notification
+    if rt.limits.max_notifications == 0:  # a script compiled before the policy changed
+        raise runtime_error(cmd, "notify action: local policy prohibits the use of a notify action")
     count = sum(1 for a in everything if isinstance(a, Notify))
     if count >= rt.limits.max_notifications:
         raise runtime_error(

@@ -7,7 +7,10 @@ user's addresses - the envelope recipient and :addresses - is in To/Cc/Bcc/Resen
 never to one's own address), §4.6 and RFC 3834 §2 (no reply to the null sender, to
 Auto-Submitted mail, Precedence bulk/list/junk, List-* mail, or mailer-daemon/-request/owner-
 senders), §4.7 (once per sender per period, via the duplicate tracker; the Vacation action
-carries the key to record). Composing the reply is ``compose``. Leaves out: nothing.
+carries the key to record), §5.1 (MAIL FROM <>, or the user when the host asks), §5.3
+(the subject: "Auto: " + the original, or a host template; a fixed one when there is none).
+The user's addresses are the final recipient, ``SieveLimits.user_email`` and, if the host
+says so, the original recipient. Composing the reply is ``compose``. Leaves out: nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import hashlib
 import re
 
 from hato.codec.sieve.actions import Vacation
-from hato.codec.sieve.addresses import parse_mailbox
+from hato.codec.sieve.addresses import parse_mailbox, parse_path
 from hato.codec.sieve.language import Cmd
 from hato.codec.sieve.runtime import CommandFn, Runtime, TestFn
 
@@ -89,6 +92,16 @@ def _reply_to(rt: Runtime, sender: str) -> str:
     return f"<{sender}>"
 
 
+def _first_author(rt: Runtime) -> str | None:
+    """The first address of Reply-To, Sender, Resent-From or From, in its field's form."""
+    for name in ("reply-to", "sender", "resent-from", "from"):
+        for value in rt.raw_header_values(name):
+            for address in rt.addresses_of(value):
+                if "@" in address:
+                    return _display(value, address)
+    return None
+
+
 def _display(value: str, address: str) -> str:
     m = re.match(r'\s*("(?:[^"\\]|\\.)*"|[^<,]*?)\s*<', value)
     if m and m.group(1).strip():
@@ -108,7 +121,12 @@ def _vacation(rt: Runtime, cmd: Cmd) -> None:
     from_arg = cmd.tag_string("from")
     sender = rt.envelope.from_
     user = rt.envelope.to
-    mine = {_norm(a) for a in (user, rt.envelope.orig_to) if a}
+    limits = rt.limits
+    # RFC 5230 §4.5: the final recipient, addresses known to be the user's, :addresses
+    known = [user, limits.user_email]
+    if limits.vacation_use_original_recipient:
+        known.append(rt.envelope.orig_to)
+    mine = {_norm(a) for a in known if a}
     for item in rt.expand_all(cmd.tag_strings("addresses") or ()):
         address, _ = parse_mailbox(item)
         if address is not None:
@@ -139,7 +157,7 @@ def _vacation(rt: Runtime, cmd: Cmd) -> None:
                 str("mime" in cmd.tags),
             )
         )
-    recipient = (sender or "").strip("<>")
+    recipient = parse_path(sender or "") or ""  # RFC 5230 §4: reply to the reverse-path
     why = suppressed(rt, recipient, mine=mine)
     key = (
         "vacation:"
@@ -153,10 +171,19 @@ def _vacation(rt: Runtime, cmd: Cmd) -> None:
         subject = rt.expand(subject_arg)
     else:
         original = rt.header_values("subject")
-        # RFC 5230 §4.4: "Auto: " and the original subject
-        subject = f"Auto: {original[0]}" if original else "Automated reply"
+        template = limits.vacation_subject_template
+        if original and template:
+            subject = template.replace("%{subject}", original[0])
+        elif original:
+            subject = f"Auto: {original[0]}"  # RFC 5230 §5.3
+        else:  # RFC 5230 §5.3: "An appropriate fixed Subject"
+            subject = limits.vacation_default_subject or "Automated reply"
     # RFC 5230 §4.3 (and 4.5): without :from, reply from the address the mail was sent to
-    reply_from = from_text or addressed_to(rt, mine) or user
+    reply_from = from_text or addressed_to(rt, mine) or limits.user_email or user
+    if limits.vacation_to_header_ignore_envelope:
+        to_header = _first_author(rt) or (f"<{recipient}>" if recipient else "")
+    else:
+        to_header = _reply_to(rt, recipient) if recipient else ""
     message_id = rt.raw_header_values("message-id")
     references = rt.raw_header_values("references")
     in_reply_to = message_id[0] if message_id else None
@@ -172,7 +199,8 @@ def _vacation(rt: Runtime, cmd: Cmd) -> None:
         key=key,
         in_reply_to=in_reply_to,
         references=refs,
-        to_header=_reply_to(rt, recipient) if recipient else "",
+        to_header=to_header,
+        return_path=user if limits.vacation_send_from_recipient else "",
     )
     rt.add(cmd, action, cancel_keep=False, send=why is None)
 

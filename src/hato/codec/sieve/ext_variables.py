@@ -50,11 +50,20 @@ def apply_modifiers(cmd: Cmd, value: str) -> str:
     return value
 
 
+def escapes_of(cmd: Cmd) -> str:
+    """The escapes the last applied modifier leaves in the value (for cutting it whole)."""
+    if "length" in cmd.tags:
+        return ""
+    if "encodeurl" in cmd.tags:
+        return "%"
+    return "\\" if "quotewildcard" in cmd.tags or "quoteregex" in cmd.tags else ""
+
+
 def _set(rt: Runtime, cmd: Cmd) -> None:
     target = cmd.extra.get("target")
     if not isinstance(target, Ref):
         raise runtime_error(cmd, "set: invalid variable")
-    rt.assign(target, apply_modifiers(cmd, rt.expand(cmd.string(1))))
+    rt.assign(target, apply_modifiers(cmd, rt.expand(cmd.string(1))), escapes=escapes_of(cmd))
 
 
 def _string(rt: Runtime, cmd: Cmd) -> bool:

@@ -29,9 +29,9 @@ from hato.codec.sieve import (
     ext_variables,
 )
 from hato.codec.sieve.actions import Discard, Ereject, FileInto, Keep, Redirect, Reject, SieveResult
-from hato.codec.sieve.addresses import address_part, parse_mailbox
-from hato.codec.sieve.language import Cmd, Script
+from hato.codec.sieve.addresses import address_part, parse_mailbox, parse_path
 from hato.codec.sieve.ext_extlists import ExternalLists
+from hato.codec.sieve.language import Cmd, Script
 from hato.codec.sieve.runtime import (
     Break,
     CommandFn,
@@ -217,8 +217,11 @@ def _envelope(rt: Runtime, cmd: Cmd) -> bool:
         raw = {"from": env.from_, "to": env.to, "orig_to": env.orig_to, "auth": env.auth}.get(key)
         if raw is None:
             continue
-        # RFC 5228 §5.4: the null reverse-path is the empty string
-        values.extend(_parts(rt, cmd, addresses=[raw.strip("<>")]))
+        # RFC 5228 §5.4: the null reverse-path is the empty string; a path that is not
+        # RFC 5321 syntax has no address parts to test
+        address = raw if key == "auth" else parse_path(raw)
+        if address is not None:
+            values.extend(_parts(rt, cmd, addresses=[address]))
     return rt.matches(cmd, values, keys=rt.expand_all(cmd.strings(1)))
 
 
@@ -344,6 +347,7 @@ for _module in (
     ext_mime,
     ext_misc,
     ext_notify,
+    ext_replace,
     ext_vacation,
     ext_variables,
 ):

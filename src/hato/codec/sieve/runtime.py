@@ -11,6 +11,7 @@ Security: everything here is bounded: instruction count, variable size, actions,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -77,6 +78,13 @@ class SieveLimits:
     duplicate_default_period: int = 7 * 86400  # RFC 7352 §3.2: implementation default
     duplicate_max_period: int = 0
     subaddress_delimiter: str = "+"  # RFC 5233 §4
+    # RFC 5230 §4.5 item 1: an address "known by the implementation" to be the user's
+    user_email: str | None = None
+    vacation_use_original_recipient: bool = False  # count the ORCPT among the user's addresses
+    vacation_to_header_ignore_envelope: bool = False  # reply To: from the fields, not the envelope
+    vacation_send_from_recipient: bool = False  # reply MAIL FROM the user (RFC 5230 §5.1: <>)
+    vacation_default_subject: str = "Automated reply"  # RFC 5230 §5.3: no Subject to quote
+    vacation_subject_template: str = ""  # "%{subject}" = the original; "" = RFC 5230 §5.3 "Auto: "
     # RFC 5293 §6: fields a script may not add / delete
     editheader_forbid_add: frozenset[str] = frozenset({"received", "auto-submitted"})
     editheader_forbid_delete: frozenset[str] = frozenset({"received", "auto-submitted"})
@@ -157,7 +165,10 @@ class Runtime:
         self.steps = 0
         self.included: set[tuple[str, str]] = set()
         self.include_depth = 0
-        self.parts: list[Part] = []  # foreverypart: the current part, innermost last
+        # foreverypart: paths (child indexes from the message) of the current parts, innermost
+        # last; paths survive edits of the message, Part offsets do not
+        self.parts: list[tuple[int, ...]] = []
+        self.replaced: list[tuple[int, ...]] = []  # parts replace rewrote (RFC 5703 §5)
         self.marks: list[DuplicateMark] = []
         self.special_use_exists: Callable[[str | None, str], bool] = lambda box, flag: False
         self.ext_lists: ExternalLists | None = None  # RFC 6134 lists (None: default only)
@@ -191,7 +202,25 @@ class Runtime:
 
     def current_part(self) -> Part:
         """The part foreverypart is at, else the whole message (RFC 5703 §3)."""
-        return self.parts[-1] if self.parts else self.part
+        found = self.part_at(self.parts[-1]) if self.parts else None
+        return found if found is not None else self.part
+
+    def children(self, part: Part) -> tuple[Part, ...]:
+        """The parts directly below ``part``: a multipart's body parts, or the message an
+        unencoded message/rfc822 part encapsulates (RFC 2046 §5)."""
+        if part.children:
+            return part.children
+        return (part.message,) if part.message is not None else ()
+
+    def part_at(self, path: tuple[int, ...]) -> Part | None:
+        """The part reached from the message by child indexes ``path`` (None: gone)."""
+        part = self.part
+        for index in path:
+            below = self.children(part)
+            if index >= len(below):
+                return None
+            part = below[index]
+        return part
 
     def header_values(self, name: str, part: Part | None = None) -> list[str]:
         """Decoded values of every ``name`` field (RFC 5228 §5.7: RFC 2047 decoded, unfolded)."""
@@ -241,9 +270,11 @@ class Runtime:
                 return handler(self, ref) or ""
         return ""
 
-    def assign(self, ref: Ref, value: str) -> None:
-        # Pigeonhole: values beyond the size limit are cut (RFC 5229 §6 allows limits)
-        value = _cut(value, self.limits.max_variable_size)
+    def assign(self, ref: Ref, value: str, *, escapes: str = "") -> None:
+        """Store ``value`` cut to the size limit (RFC 5229 §6 allows limits); ``escapes``
+        "\\" or "%" says the value holds escapes the cut must not split (RFC 5229 §4.1.2
+        :quotewildcard, RFC 5435 §6 :encodeurl), so a cut value still means a prefix."""
+        value = _cut(value, self.limits.max_variable_size, escapes=escapes)
         if ref.scope == "global":
             self.globals[ref.name] = value
         elif ref.scope == "local":
@@ -405,10 +436,8 @@ def _store_target(action: Keep | FileInto) -> str:
 
 
 def _merge_store(old: Keep | FileInto, new: Keep | FileInto) -> Keep | FileInto:
-    if old.flags is None or new.flags is None:
-        flags = old.flags if new.flags is None else new.flags
-    else:
-        flags = tuple(dict.fromkeys((*old.flags, *new.flags)))
+    # RFC 5232 §3: when duplicates are eliminated "the last flag list value MUST win"
+    flags = old.flags if new.flags is None else new.flags
     if isinstance(old, Keep):
         return Keep(flags, old.message)
     create = old.create or (isinstance(new, FileInto) and new.create)
@@ -433,11 +462,27 @@ def split_flags(values: list[str]) -> list[str]:
     return list(seen.values())
 
 
-def _cut(value: str, limit: int) -> str:
+_UNITS = {
+    "\\": re.compile(r"\\.|.", re.S),
+    # one character's percent-encoded UTF-8 sequence is one unit
+    "%": re.compile(r"%[C-Fc-f][0-9A-Fa-f](?:%[89ABab][0-9A-Fa-f])+|%[0-9A-Fa-f]{2}|.", re.S),
+}
+
+
+def _cut(value: str, limit: int, *, escapes: str = "") -> str:
     data = value.encode("utf-8", "surrogateescape")
     if len(data) <= limit:
         return value
-    return data[:limit].decode("utf-8", "ignore")
+    if escapes not in _UNITS:
+        return data[:limit].decode("utf-8", "ignore")
+    size = 0
+    end = 0
+    for unit in _UNITS[escapes].finditer(value):
+        size += len(unit.group(0).encode("utf-8", "surrogateescape"))
+        if size > limit:
+            break
+        end = unit.end()
+    return value[:end]
 
 
 def _addresses_in(value: str) -> list[str] | None:

@@ -52,6 +52,8 @@ class Settings:
     max_include_depth: int = 10
     max_includes: int = 255
     max_foreverypart_depth: int = 4  # RFC 5703 §3 leaves the limit to the implementation
+    notify_allowed: bool = True  # local policy may forbid notify (max_notifications 0)
+    max_header_size: int = 2048  # editheader values (RFC 5293 §4 length limit)
 
 
 @dataclass

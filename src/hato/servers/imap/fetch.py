@@ -200,7 +200,7 @@ async def cmd_fetch(session: Session, command: Command) -> Outcome:
         # RFC 7162 §3.2.6: VANISHED (EARLIER) for the set's UIDs expunged since CHANGEDSINCE,
         # before any FETCH response.
         largest = selected.uids[-1] if selected.uids else 0
-        vanished = await qresync.expunged_since(session, selected, args.changed_since,
+        vanished = await qresync.expunged_since(session, selected, modseq=args.changed_since,
                                                 uids=args.sequence, largest=largest)
         qresync.vanished_earlier(session, vanished)
     gone = any(u in selected.pending_expunge for u in wanted)

@@ -114,7 +114,7 @@ async def cmd_select(session: Session, command: Command) -> Outcome:
         # RFC 9051 §6.3.2: a LIST response with the mailbox name as the client should use it.
         session.untagged(b'LIST () "/" ' + session.encode_mailbox(mailbox.name))
     if params is not None:
-        await qresync.resync_select(session, selected, params, uidnext=uidnext)
+        await qresync.resync_select(session, selected, params=params, uidnext=uidnext)
     session.selected = selected
     session.state = State.SELECTED
     code = "READ-ONLY" if read_only else "READ-WRITE"

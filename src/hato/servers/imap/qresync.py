@@ -25,7 +25,7 @@ from hato.store.model import ChangeKind
 
 
 async def expunged_since(
-    session: Session, selected: Selected, modseq: int, *, uids: SequenceSet | None, largest: int
+    session: Session, selected: Selected, *, modseq: int, uids: SequenceSet | None, largest: int
 ) -> list[int]:
     """UIDs of the selected mailbox expunged after ``modseq`` (in ``uids`` when given, "*"
     standing for ``largest``), excluding those still in the session's view."""
@@ -48,7 +48,7 @@ def vanished_earlier(session: Session, uids: list[int]) -> None:
 
 
 async def resync_select(
-    session: Session, selected: Selected, params: Qresync, *, uidnext: int
+    session: Session, selected: Selected, *, params: Qresync, uidnext: int
 ) -> None:
     """The QRESYNC part of SELECT/EXAMINE (RFC 7162 §3.2.5), after the usual responses."""
     if params.uidvalidity != selected.uidvalidity:
@@ -56,7 +56,8 @@ async def resync_select(
     # §3.2.5.1: without known UIDs the client knows "1:<maxuid>", maxuid = UIDNEXT - 1.
     largest = uidnext - 1
     known = params.known_uids
-    gone = await expunged_since(session, selected, params.modseq, uids=known, largest=largest)
+    gone = await expunged_since(session, selected, modseq=params.modseq, uids=known,
+                                largest=largest)
     vanished_earlier(session, gone)  # §3.2.6: VANISHED (EARLIER) before any FETCH
     for seq, uid in enumerate(selected.uids, 1):
         message = selected.messages[uid]

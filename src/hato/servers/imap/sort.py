@@ -45,7 +45,7 @@ MAX_HEADER = 256 * 1024  # header bytes read per message for sorting and threadi
 _BATCH = 200  # messages whose headers are read in one thread hop
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MessageFacts:
     """What SORT and THREAD need of one message's header."""
 
@@ -100,7 +100,7 @@ def _display(addresses: tuple[EnvelopeAddress, ...] | None) -> str:
     return f"{first.mailbox or ''}@{first.host}"
 
 
-def _facts(message: Message, seq: int, header: bytes) -> MessageFacts:
+def _facts(message: Message, *, seq: int, header: bytes) -> MessageFacts:
     root = parse_message(header)
     env = envelope(root, header)
     # RFC 5256 §2.2: the Date in UTC; the internal date when there is no usable Date.
@@ -144,7 +144,7 @@ async def message_facts(session: Session, messages: Sequence[Message]) -> list[M
             return headers
 
         for message, header in zip(chunk, await asyncio.to_thread(read), strict=True):
-            out.append(_facts(message, selected.seq_of(message.uid), header or b"\r\n"))
+            out.append(_facts(message, seq=selected.seq_of(message.uid), header=header or b"\r\n"))
     return out
 
 

@@ -1,28 +1,38 @@
 """Content-addressed message bodies on disk: one file per body, named by its SHA-256.
 
-Layout (docs/data-directory.md): ``blobs/ab/cd/<64 hex>`` holds a committed body; ``tmp/``
-holds bodies being written (``<random>.tmp``) and *pending markers*
-(``<sha256>.<random>.pending``).
+Layout (docs/data-directory.md): ``blobs/ab/cd/<64 hex>`` holds a body at its content
+address; ``blobs/new/<64 hex>`` holds a body committed recently (the *journal* of blobs that
+may not be referenced by the database yet); ``tmp/<random>.tmp`` holds bodies being written.
 
 Writing (``FileBlobWriter``): chunks stream into ``tmp/<random>.tmp`` while SHA-256 is computed
-incrementally. ``commit`` fsyncs the file, renames it to its pending-marker name and fsyncs
-``tmp/`` (the marker is durable), then hard-links it to its content address and fsyncs that
-directory. When the same content is already stored, nothing is linked and the temp file is
-removed. The marker stays until the database commit that refers to the blob, then is unlinked.
+incrementally. ``commit`` syncs the file's data, renames it to ``blobs/new/<sha256>`` and waits
+for a *group* fsync of ``blobs/new/`` (``dirsync.DirSync``: the writers committing at the same
+moment share one directory fsync). Then the blob is durable and the caller stores the message
+in a unit of work (whose COMMIT is the database's fsync): "250" after two fsyncs per message
+(its file, its WAL commit) plus one directory fsync per group of concurrent messages. When the
+same content is already stored (in ``new/`` or at its address), nothing is renamed and the
+temp file is removed.
 
-Why a pending marker and not a scan of ``blobs/`` at start: a blob that reached its address but
-whose message row never committed (crash in between) must be swept at the next start. The
-marker is a durable journal of exactly those blobs, so the start-up sweep costs O(blobs in
-flight at the crash) instead of O(every stored body), and it costs no extra fsync of the
-database (only one of ``tmp/``, which the rename needs anyway). The other half of the journal is
-the ``orphan_blobs`` table (blobs whose last message was removed; see ``store.py``).
+After the commit of a unit that refers to a blob, the *janitor* thread moves it from ``new/``
+to its address: hard link, fsync of the fan-out directories (once per round, for every blob
+of the round), and only then unlink of the ``new/`` name (a little later, so that a reader
+that just looked the blob up still finds it there). At every moment the blob has at least one
+durable name. Because ``new/`` only ever holds blobs in flight and blobs waiting for the
+janitor, the start-up sweep (``recover``) is O(blobs in flight at a crash): a blob in ``new/``
+that a message or queue entry refers to is moved to its address, any other is deleted. No
+per-message marker, no per-message directory fsync, and no database write is needed for the
+journal. (Pending markers ``tmp/<sha256>.<random>.pending`` of earlier Hato versions are
+still swept at start.) The other half of the journal is the ``orphan_blobs`` table (blobs
+whose last message was removed; see ``store.py``); their unlinks are made durable by the
+janitor too (one fsync per directory per round, off the database thread), and only then may
+their rows go.
 
 Deletion races: a blob about to be deleted because its last message went away may at the same
 moment be "committed" again by a writer with identical content. Writers *pin* the blob
 (in memory) under a lock until a unit that refers to it has committed; deletion skips pinned
 blobs under the same lock. A unit that fails (e.g. over quota) keeps the pin, so the caller
 can retry with other targets; a pin no unit used within ``PIN_TTL`` is *abandoned* and the
-store deletes its blob (``abandoned``/``forget``), and a restart sweeps it through its marker.
+store deletes its blob (``abandoned``/``forget``), and a restart sweeps it from ``new/``.
 
 Left out: compression, encryption at rest, garbage collection of fan-out directories.
 
@@ -33,38 +43,42 @@ traversal); files are created 0600 and directories 0700.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
 import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from hato.core.clock import Clock
 from hato.core.errors import NotFound, StoreError
+from hato.core.log import event
 from hato.store.model import BlobRef
+from hato.store.sqlite.dirsync import DirSync, fsync_dir, sync_data
 from hato.store.sqlite.textindex import TextCache
 
+__all__ = ["PIN_TTL", "FileBlobStore", "FileBlobWriter", "fsync_dir"]
+
 _BLOB_ID = re.compile(r"[0-9a-f]{64}")
-_MARKER = re.compile(r"([0-9a-f]{64})\.[0-9a-f]+\.pending")
+_MARKER = re.compile(r"([0-9a-f]{64})\.[0-9a-f]+\.pending")  # journal of Hato before 0.2
 _CHUNK = 1 << 16
+NEW_DIR = "new"
 PIN_TTL = 3600.0  # seconds a committed blob waits for a unit that stores it
+UNLINK_DELAY = 2.0  # seconds a moved blob keeps its new/ name (readers that just found it)
+ROUND_INTERVAL = 0.1  # seconds between janitor rounds: lets a round gather many blobs
+
+Referenced = Callable[[str], bool]
+Cleared = Callable[[set[str]], None]
 
 
 @dataclass(frozen=True, slots=True)
 class _Pin:
-    marker: Path | None  # the pending marker, or None when the content already existed
+    fresh: bool  # this writer put the body into new/ (False: the content existed already)
     since: float  # monotonic time of the writer's commit
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the directory entries of ``path`` durable (POSIX: fsync on the directory)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _checked(blob_id: str) -> str:
@@ -73,33 +87,59 @@ def _checked(blob_id: str) -> str:
     return blob_id
 
 
+def _unlink_quietly(path: Path) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 class FileBlobStore:
     """The ``BlobStore`` of the embedded backend (see ``hato.store.api``)."""
 
     def __init__(self, blob_dir: Path, tmp_dir: Path, *, clock: Clock) -> None:
         self.blob_dir = blob_dir
         self.tmp_dir = tmp_dir
+        self.new_dir = blob_dir / NEW_DIR
         self._clock = clock
         self._lock = threading.Lock()
-        self._dir_lock = threading.Lock()
         # blob id -> one pin per writer that committed it and whose unit has not committed.
         self._pins: dict[str, list[_Pin]] = {}
+        self._new_sync = DirSync(self.new_dir)
+        self._janitor = _Janitor(self)
         # Searchable text extracted by writers, until a unit stores it (textindex.py).
         self.texts = TextCache()
 
-    def path(self, blob_id: str) -> Path:
+    # -- paths -------------------------------------------------------------------------------
+    def address(self, blob_id: str) -> Path:
+        """Where a blob lives once the janitor has moved it (``blobs/ab/cd/<id>``)."""
         blob_id = _checked(blob_id)
         return self.blob_dir / blob_id[:2] / blob_id[2:4] / blob_id
+
+    def _new(self, blob_id: str) -> Path:
+        return self.new_dir / _checked(blob_id)
+
+    def path(self, blob_id: str) -> Path:
+        """The file holding the blob now (in ``new/`` or at its address). A blob leaves
+        ``new/`` only ``UNLINK_DELAY`` after its address is durable, so the path stays
+        usable for a moment; ``open`` is the race-free way to read."""
+        new = self._new(blob_id)
+        return new if new.is_file() else self.address(blob_id)
 
     # -- the BlobStore protocol --------------------------------------------------------------
     def writer(self) -> FileBlobWriter:
         return FileBlobWriter(self)
 
     def open(self, blob_id: str) -> BinaryIO:
-        try:
-            return self.path(blob_id).open("rb")
-        except FileNotFoundError:
-            raise NotFound(f"blob {blob_id} does not exist") from None
+        # new/ first: the janitor links the address before it unlinks the new/ name, so a
+        # miss in new/ followed by a miss at the address means the blob is gone.
+        for path in (self._new(blob_id), self.address(blob_id)):
+            try:
+                return path.open("rb")
+            except FileNotFoundError:
+                continue
+        raise NotFound(f"blob {blob_id} does not exist")
 
     def read(self, blob_id: str) -> bytes:
         with self.open(blob_id) as f:
@@ -107,58 +147,60 @@ class FileBlobStore:
 
     def exists(self, blob_id: str) -> bool:
         try:
-            return self.path(blob_id).is_file()
+            return self._new(blob_id).is_file() or self.address(blob_id).is_file()
         except NotFound:
             return False
 
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the janitor thread (after ``recover``)."""
+        self._janitor.start()
+
+    def close(self) -> None:
+        """Finish the janitor's work (moves, durable deletions) and stop it; blocking."""
+        self._janitor.stop()
+
+    def flush(self) -> None:
+        """Wait until the janitor has done everything queued so far, unlinks included
+        (blocking; tests and ``close``)."""
+        self._janitor.flush()
+
+    @property
+    def directory_fsyncs(self) -> int:
+        """fsyncs of ``new/`` so far: concurrent commits share them (tests, benchmarks)."""
+        return self._new_sync.fsyncs
+
     # -- used by FileBlobWriter --------------------------------------------------------------
     def _install(self, temp: Path, blob_id: str) -> None:
-        """Move a complete, fsynced temp file to its content address (see module docstring)."""
-        final = self.path(blob_id)
-        marker = self.tmp_dir / f"{blob_id}.{secrets.token_hex(8)}.pending"
-        os.rename(temp, marker)
-        fsync_dir(self.tmp_dir)  # the marker is durable before the blob can be
-        self._make_parents(final.parent)
+        """Move a complete, synced temp file into ``new/`` and make that durable (see the
+        module docstring); identical content already stored is shared instead."""
+        new = self._new(blob_id)
         since = self._clock.monotonic()
         with self._lock:
-            try:
-                os.link(marker, final)
-            except FileExistsError:
-                self._pins.setdefault(blob_id, []).append(_Pin(None, since))
-                linked = False
+            if new.exists():
+                fresh, ticket = False, self._new_sync.current()  # its rename may be in flight
+            elif self.address(blob_id).exists():
+                fresh, ticket = False, 0  # durable since its move
             else:
-                self._pins.setdefault(blob_id, []).append(_Pin(marker, since))
-                linked = True
-        if linked:
-            fsync_dir(final.parent)
-        else:
-            os.unlink(marker)  # identical content already stored: drop our copy
-
-    def _make_parents(self, directory: Path) -> None:
-        # Under a lock: no writer may see a fan-out directory (and link into it) before the
-        # directory entry that names it is durable.
-        with self._dir_lock:
-            for d in (directory.parent, directory):
-                if not d.is_dir():
-                    d.mkdir(mode=0o700)
-                    fsync_dir(d.parent)
+                os.rename(temp, new)
+                fresh, ticket = True, self._new_sync.changed()
+            self._pins.setdefault(blob_id, []).append(_Pin(fresh, since))
+        if not fresh:
+            _unlink_quietly(temp)  # identical content already stored: drop our copy
+        if ticket:
+            self._new_sync.wait(ticket)
 
     # -- used by the store on the database thread --------------------------------------------
     def release(self, blob_id: str) -> None:
         """A unit storing messages for a freshly committed blob has COMMITTED: drop one pin
-        and its marker (the database now refers to the blob durably)."""
+        (the database now refers to the blob durably) and let the janitor move it."""
         with self._lock:
             pins = self._pins.get(blob_id)
-            if not pins:
-                return
-            # Prefer a pin with a marker: the remaining holders have not committed yet, but
-            # the blob is referenced now, so it can no longer be swept at start anyway.
-            index = next((i for i, p in enumerate(pins) if p.marker is not None), 0)
-            pin = pins.pop(index)
-            if not pins:
-                del self._pins[blob_id]
-        if pin.marker is not None:
-            _unlink_quietly(pin.marker)
+            if pins:
+                pins.pop(next((i for i, p in enumerate(pins) if p.fresh), 0))
+                if not pins:
+                    del self._pins[blob_id]
+        self._janitor.move(blob_id)
 
     def abandoned(self, *, older_than: float) -> list[str]:
         """Blobs every pin of which was taken before ``older_than`` (monotonic clock)."""
@@ -169,53 +211,227 @@ class FileBlobStore:
         """Drop every pin of an abandoned blob: its writers never got a unit committed
         (e.g. every delivery was over quota). Deletes it unless ``referenced``."""
         with self._lock:
-            pins = self._pins.pop(blob_id, [])
-            deleted = not referenced and self._unlink_blob(blob_id)
-        for pin in pins:
-            if pin.marker is not None:
-                _unlink_quietly(pin.marker)
-        return deleted
+            self._pins.pop(blob_id, None)
+        if referenced:
+            self._janitor.move(blob_id)
+            return False
+        return self.delete(blob_id)
 
     def delete(self, blob_id: str) -> bool:
-        """Delete an unreferenced blob unless a writer pinned it; returns True if deleted."""
+        """Delete an unreferenced blob unless a writer pinned it, durably (fsyncs inline);
+        returns True if a file was deleted."""
         with self._lock:
             if self._pins.get(blob_id):
                 return False
-            return self._unlink_blob(blob_id)
+            dirs = self._unlink_blob(blob_id)
+        for directory in dirs:
+            fsync_dir(directory)
+        return bool(dirs)
 
-    def _unlink_blob(self, blob_id: str) -> bool:
-        path = self.path(blob_id)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return False
-        fsync_dir(path.parent)
-        return True
+    def delete_later(self, blob_ids: Iterable[str], *, done: Cleared) -> None:
+        """Delete unreferenced blobs now, unless pinned; ``done(ids)`` runs on the janitor
+        thread once their deletion is durable (ids of pinned blobs are left out: their
+        journal rows must stay)."""
+        dirs: set[Path] = set()
+        ids: set[str] = set()
+        with self._lock:
+            for blob_id in blob_ids:
+                if not self._pins.get(blob_id):
+                    dirs.update(self._unlink_blob(blob_id))
+                    ids.add(blob_id)
+        if ids:
+            self._janitor.sync(dirs, ids, done)
 
-    def pending_markers(self) -> list[tuple[Path, str]]:
-        """Markers left by a previous run: (marker path, blob id)."""
-        found: list[tuple[Path, str]] = []
+    def _unlink_blob(self, blob_id: str) -> list[Path]:
+        """Unlink both names of a blob (under ``_lock``); returns the directories changed."""
+        dirs = []
+        for path in (self._new(blob_id), self.address(blob_id)):
+            if _unlink_quietly(path):
+                dirs.append(path.parent)
+        return dirs
+
+    # -- used by the janitor -----------------------------------------------------------------
+    def _link_address(self, blob_id: str, created: set[Path]) -> Path | None:
+        """Give a blob of ``new/`` its address (not yet durable); None when it left new/."""
+        new, final = self._new(blob_id), self.address(blob_id)
+        for directory in (final.parent.parent, final.parent):
+            if not directory.is_dir():
+                try:
+                    directory.mkdir(mode=0o700)
+                except FileExistsError:
+                    pass
+                created.add(directory.parent)  # its entry needs the parent's fsync
+        with self._lock:  # consistent with writers' dedup checks and with deletions
+            try:
+                os.link(new, final)
+            except FileNotFoundError:
+                return None  # deleted meanwhile
+            except FileExistsError:
+                pass  # linked by an earlier round (or before a restart)
+        return final.parent
+
+    def _drop_new_name(self, blob_id: str) -> None:
+        """Unlink ``new/<id>`` once it is the same file as the durable address."""
+        new, final = self._new(blob_id), self.address(blob_id)
+        with self._lock:
+            try:
+                a, b = os.stat(new), os.stat(final)
+            except FileNotFoundError:
+                return
+            if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+                os.unlink(new)
+
+    # -- start-up ------------------------------------------------------------------------------
+    def recover(self, referenced: Referenced) -> tuple[int, int]:
+        """Before serving, after a crash or not: remove temp files, give referenced blobs of
+        ``new/`` their address, delete unreferenced ones, and sweep old-style pending
+        markers. Returns (temp files removed, blobs deleted); blocking."""
+        if not self.new_dir.is_dir():
+            self.new_dir.mkdir(mode=0o700)
+            fsync_dir(self.blob_dir)
+        temps = swept = 0
         for entry in os.scandir(self.tmp_dir):
-            match = _MARKER.fullmatch(entry.name)
-            if match:
-                found.append((Path(entry.path), match.group(1)))
-        return found
-
-    def remove_temp_files(self) -> int:
-        """Remove bodies a previous run was still writing; returns how many."""
-        count = 0
-        for entry in os.scandir(self.tmp_dir):
-            if entry.name.endswith(".tmp"):
+            marker = _MARKER.fullmatch(entry.name)
+            if marker:
+                blob_id = marker.group(1)
+                if not referenced(blob_id) and self.delete(blob_id):
+                    swept += 1  # written, but the message never committed
+                os.unlink(entry.path)
+            elif entry.name.endswith(".tmp"):
                 _unlink_quietly(Path(entry.path))
-                count += 1
-        return count
+                temps += 1
+        dirs: set[Path] = set()
+        moved: list[str] = []
+        for entry in os.scandir(self.new_dir):
+            blob_id = entry.name
+            if not _BLOB_ID.fullmatch(blob_id):
+                continue
+            if referenced(blob_id):
+                parent = self._link_address(blob_id, dirs)
+                if parent is not None:
+                    dirs.add(parent)
+                    moved.append(blob_id)
+            elif self.delete(blob_id):
+                swept += 1  # in new/ but no message or queue entry refers to it
+        for directory in dirs:
+            fsync_dir(directory)
+        for blob_id in moved:
+            self._drop_new_name(blob_id)
+        fsync_dir(self.new_dir)
+        fsync_dir(self.tmp_dir)
+        return temps, swept
 
 
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+class _Janitor:
+    """Background thread of a ``FileBlobStore``: moves committed blobs from ``new/`` to their
+    address and makes deletions durable, in rounds (one fsync per directory per round)."""
+
+    def __init__(self, store: FileBlobStore) -> None:
+        self._store = store
+        self._cond = threading.Condition()
+        self._moves: set[str] = set()
+        self._syncs: list[tuple[set[Path], set[str], Cleared]] = []
+        self._linked: list[tuple[float, str]] = []  # (unlink after, blob id), oldest first
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._requested = 0  # flush generations
+        self._completed = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="hato-blobs", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        else:
+            self._round(force=True)  # never started: do what was queued, on this thread
+
+    def flush(self) -> None:
+        with self._cond:
+            if self._thread is None:
+                return
+            self._requested += 1
+            target = self._requested
+            self._cond.notify_all()
+            while self._completed < target and self._thread is not None:
+                self._cond.wait()
+
+    def move(self, blob_id: str) -> None:
+        with self._cond:
+            self._moves.add(blob_id)
+            self._cond.notify_all()
+
+    def sync(self, dirs: set[Path], ids: set[str], done: Cleared) -> None:
+        with self._cond:
+            self._syncs.append((dirs, ids, done))
+            self._cond.notify_all()
+
+    def _main(self) -> None:
+        last = 0.0
+        while True:
+            with self._cond:
+                while True:
+                    forced = self._stopping or self._completed < self._requested
+                    now = time.monotonic()
+                    if forced:
+                        break
+                    if (self._moves or self._syncs) and now - last >= ROUND_INTERVAL:
+                        break
+                    if self._moves or self._syncs:
+                        self._cond.wait(ROUND_INTERVAL - (now - last))
+                    elif self._linked:
+                        if self._linked[0][0] <= now:
+                            break
+                        self._cond.wait(self._linked[0][0] - now)
+                    else:
+                        self._cond.wait()
+                generation, stopping = self._requested, self._stopping
+            last = time.monotonic()
+            try:
+                self._round(force=forced)
+            except Exception as exc:  # the janitor must never die; a restart finishes
+                event("store.blob.janitor_failed", level=logging.ERROR, error=repr(exc))
+            with self._cond:
+                self._completed = max(self._completed, generation)
+                self._cond.notify_all()
+            if stopping:
+                return
+
+    def _round(self, *, force: bool) -> None:
+        with self._cond:
+            moves, self._moves = self._moves, set()
+            syncs, self._syncs = self._syncs, []
+        store = self._store
+        dirs: set[Path] = set()
+        linked: list[str] = []
+        for blob_id in sorted(moves):
+            try:
+                parent = store._link_address(blob_id, dirs)
+            except OSError as exc:  # e.g. disk full: the blob stays readable in new/
+                event("store.blob.move_failed", level=logging.WARNING, blob=blob_id,
+                      error=exc.strerror)  # fmt: skip
+                continue
+            if parent is not None:
+                dirs.add(parent)
+                linked.append(blob_id)
+        for sync_dirs, _ids, _done in syncs:
+            dirs |= sync_dirs
+        for directory in sorted(dirs, key=lambda d: len(d.parts), reverse=True):
+            fsync_dir(directory)  # raises: nothing below runs, the journal stays as it is
+        for _dirs, ids, done in syncs:
+            done(ids)
+        now = time.monotonic()
+        with self._cond:
+            self._linked.extend((now + UNLINK_DELAY, b) for b in linked)
+            due = [b for t, b in self._linked if force or t <= now]
+            self._linked = [] if force else [(t, b) for t, b in self._linked if t > now]
+        for blob_id in due:
+            store._drop_new_name(blob_id)  # the address is durable: one name is enough
 
 
 class FileBlobWriter:
@@ -241,28 +457,30 @@ class FileBlobWriter:
         return self._size
 
     def commit(self) -> BlobRef:
-        """fsync, move to the content address, fsync the directories, then extract the
-        body's searchable text for the full-text index (``textindex.py``); blocking."""
+        """Sync the data, extract the body's searchable text for the full-text index
+        (``textindex.py``), then install it in ``new/`` durably; blocking."""
         f = self._file
         if f is None:
             raise StoreError("blob writer already committed or aborted")
         self._file = None
         try:
             f.flush()
-            os.fsync(f.fileno())
+            sync_data(f.fileno())
         except BaseException:
             f.close()
             _unlink_quietly(self._temp)
             raise
         f.close()
         blob_id = self._hash.hexdigest()
+        # Off the database thread, from our own file: the unit only INSERTs the text.
+        texts = self._store.texts
+        texts.prepare(blob_id, self._temp, self._size)
         try:
             self._store._install(self._temp, blob_id)
         except BaseException:
+            texts.discard(blob_id)
             _unlink_quietly(self._temp)
             raise
-        # Off the database thread: the unit that stores the message only INSERTs the text.
-        self._store.texts.prepare(blob_id, self._store.path(blob_id), self._size)
         return BlobRef(id=blob_id, size=self._size)
 
     def abort(self) -> None:

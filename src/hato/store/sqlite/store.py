@@ -1,15 +1,17 @@
 """``SqliteStore``: the embedded ``MailStore`` (SQLite WAL metadata + content-addressed files).
 
 Every method is one unit of work on the database thread (``db.py``). After the commit of a
-unit, on that thread: blobs whose last reference it dropped are deleted (``orphan_blobs``
-rows are cleared in the next transaction), waiters of the accounts whose MODSEQ moved are
-woken, and the pins of freshly written blobs it stored are released (``blobs.py``). After a
-batch, blobs pinned longer than ``PIN_TTL`` by writers whose units never committed are
-deleted (checked at most once a minute).
+unit, on that thread: blobs whose last reference it dropped are unlinked (their
+``orphan_blobs`` rows are cleared in a later transaction, once the blob janitor has made the
+unlinks durable), waiters of the accounts whose MODSEQ moved are woken, and the pins of
+freshly written blobs it stored are released (the janitor then moves them from ``new/`` to
+their address; ``blobs.py``). After a batch, blobs pinned longer than ``PIN_TTL`` by writers
+whose units never committed are deleted (checked at most once a minute).
 
 ``open_store`` creates the data directory layout when missing, runs the schema migrations,
-then recovers from a crash before serving: removes temp files, sweeps blobs of pending
-markers no message refers to, and deletes blobs journalled in ``orphan_blobs``.
+then recovers from a crash before serving: removes temp files, gives the referenced blobs of
+``blobs/new/`` their address and deletes the others, and deletes blobs journalled in
+``orphan_blobs``.
 
 Left out: online backup (``ops`` copies the database with SQLite's backup API), and blob
 deletion across processes (one Hato process owns a data directory).
@@ -60,9 +62,11 @@ from hato.store.sqlite import (
     sieve,
     textindex,
 )
-from hato.store.sqlite.blobs import PIN_TTL, FileBlobStore, fsync_dir
+from hato.store.sqlite.blobs import PIN_TTL, FileBlobStore
+from hato.store.sqlite.dirsync import fsync_dir
 from hato.store.sqlite.db import CommitStats, Database, Unit
 from hato.store.sqlite.queue import QueueMethods
+from hato.store.sqlite.reporting import ReportingMethods
 from hato.store.sqlite.reports import ReportMethods
 
 T = TypeVar("T")
@@ -73,7 +77,7 @@ TMP_DIR = "tmp"
 SWEEP_INTERVAL = 60.0  # seconds between looks for abandoned blob pins
 
 
-class SqliteStore(QueueMethods, ReportMethods):
+class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
     """The embedded mail store; create it with ``open_store``."""
 
     def __init__(self, data_dir: Path, *, clock: Clock) -> None:
@@ -96,6 +100,7 @@ class SqliteStore(QueueMethods, ReportMethods):
     # -- lifecycle -------------------------------------------------------------------------
     async def _start(self) -> None:
         await self._db.start()
+        self._blobs.start()  # the janitor: moves committed blobs, syncs deletions (blobs.py)
         self._indexer.start()  # fills full-text documents left pending (textindex.py)
 
     def _setup(self, conn: sqlite3.Connection) -> None:
@@ -104,23 +109,18 @@ class SqliteStore(QueueMethods, ReportMethods):
         before = schema.migrate(conn, migrations)
         if before != len(migrations):
             event("store.schema.migrated", from_version=before, to_version=len(migrations))
-        temps = self._blobs.remove_temp_files()
-        swept = 0
-        for marker, blob_id in self._blobs.pending_markers():
-            if not refs.referenced(conn, blob_id) and self._blobs.delete(blob_id):
-                swept += 1  # written, but the message never committed
-            marker.unlink()
+        temps, swept = self._blobs.recover(functools.partial(refs.referenced, conn))
         for (blob_id,) in conn.execute("SELECT blob_id FROM orphan_blobs").fetchall():
             if not refs.referenced(conn, blob_id) and self._blobs.delete(blob_id):
                 swept += 1
         conn.execute("DELETE FROM orphan_blobs")  # autocommit: after the unlinks above
-        fsync_dir(self._blobs.tmp_dir)
         if temps or swept:
             event("store.recovered", temp_files=temps, blobs_swept=swept)
 
     async def close(self) -> None:
         await self._indexer.stop()
         await self._db.close()
+        await asyncio.to_thread(self._blobs.close)
 
     @property
     def blobs(self) -> FileBlobStore:
@@ -178,15 +178,17 @@ class SqliteStore(QueueMethods, ReportMethods):
 
     def _delete_orphans(self, conn: sqlite3.Connection, orphans: set[str]) -> None:
         """After the commit that dropped the last references: delete the files."""
-        done: set[str] = set()
-        for blob_id in orphans:
-            if refs.referenced(conn, blob_id):
-                done.add(blob_id)  # a later unit of the batch stored it again
-            elif self._blobs.delete(blob_id) or not self._blobs.exists(blob_id):
-                done.add(blob_id)
-            # else: pinned by a writer; the row stays until its release or the next start
+        stored_again = {b for b in orphans if refs.referenced(conn, b)}  # by a later unit
+        self._orphans_cleared(stored_again)
+        # Unlinked now, made durable by the blob janitor (off this thread), then cleared;
+        # a blob pinned by a writer keeps its row until its release or the next start.
+        self._blobs.delete_later(orphans - stored_again, done=self._orphans_cleared)
+
+    def _orphans_cleared(self, blob_ids: set[str]) -> None:
+        """Orphan rows whose blob is durably gone (or referenced again): the next write
+        transaction deletes them (any thread)."""
         with self._cleared_lock:
-            self._cleared |= done
+            self._cleared |= blob_ids
 
     def _clear_orphans(self, conn: sqlite3.Connection) -> None:
         """Prologue of every write transaction: forget orphan rows whose blob is gone."""
