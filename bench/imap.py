@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import sys
@@ -91,6 +92,22 @@ async def _preload(work: Path, *, mix: int, big: int) -> None:
     shutil.rmtree(mboxes)
 
 
+def clone_tree(src: Path, dst: Path) -> None:
+    """Copy a preloaded tree for one run: message files (Hato's content-addressed blobs,
+    Maildir messages, both never written in place) are hard-linked, everything else
+    (databases, Dovecot's index files) is copied."""
+    for dirpath, _dirnames, filenames in os.walk(src):
+        here = Path(dirpath)
+        target = dst / here.relative_to(src)
+        target.mkdir(mode=here.stat().st_mode & 0o777, exist_ok=True)
+        linked = "blobs" in here.relative_to(src).parts or here.name in ("cur", "new")
+        for name in filenames:
+            if linked:
+                os.link(here / name, target / name)
+            else:
+                shutil.copy2(here / name, target / name)
+
+
 def prepare(work: Path, *, mix: int, big: int, cache: Path | None) -> None:
     if cache is not None:
         cached = cache / f"imap-{mix}-{big}"
@@ -102,7 +119,7 @@ def prepare(work: Path, *, mix: int, big: int, cache: Path | None) -> None:
             (cached / "done").touch()
         started = time.perf_counter()
         for name in ("hato", "maildir"):
-            shutil.copytree(cached / name, work / name, symlinks=True)
+            clone_tree(cached / name, work / name)
         print(f"preload: copied from {cached} in {time.perf_counter() - started:.0f} s",
               flush=True)
         return

@@ -25,8 +25,8 @@ from hato.policy.inbound import InboundSettings, InboundVerifier
 from hato.policy.smtp import Role
 from hato.servers.base import Listener, TlsMode
 from hato.servers.smtp import SmtpListener, SmtpSettings
+from hato.servers.smtp_hooks import SessionHooks
 from hato.servers.smtp_inbound import InboundSmtpService
-from hato.servers.smtp_session import SessionHooks
 from hato.store.queue import QueueEntry
 from hato.store.sqlite import SqliteStore, open_store
 

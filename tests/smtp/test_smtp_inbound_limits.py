@@ -11,7 +11,7 @@ from smtp_inbound_kit import SmtpFailure, message, run, send, world
 
 from hato.policy.ratelimit import DAY, HOUR, SubmissionLimiter, SubmissionLimits
 from hato.policy.smtp import Action, Reason
-from hato.servers.smtp_session import SessionHooks
+from hato.servers.smtp_hooks import SessionHooks
 
 NOW = 1_700_000_000.0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from smtp_inbound_kit import HOSTNAME, SmtpFailure, World, message, run, send, srs, world
 
-from hato.servers.smtp_session import SessionHooks
+from hato.servers.smtp_hooks import SessionHooks
 
 REMOTE = "someone@elsewhere.example"
 

@@ -15,7 +15,7 @@ from smtp_inbound_kit import SECRET, SmtpFailure, message, run, send, srs, world
 
 from hato.core.address import Address
 from hato.outbound.srs import DAY, Srs, day_stamp, is_srs, load_or_create_secrets
-from hato.servers.smtp_session import SessionHooks
+from hato.servers.smtp_hooks import SessionHooks
 
 NOW = 1_700_000_000.0
 

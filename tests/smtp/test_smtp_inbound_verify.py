@@ -22,7 +22,7 @@ from smtp_inbound_kit import (
 
 from hato.core.dns import TIMEOUT
 from hato.mailauth import authresults
-from hato.servers.smtp_session import SessionHooks
+from hato.servers.smtp_hooks import SessionHooks
 
 
 def _zone(extra: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ Security: ``verify = false`` accepts forged senders (a test or demo set-up witho
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from hato.core.errors import AddressError, ConfigError
 from hato.outbound.srs import Srs
 from hato.policy.inbound import InboundSettings, InboundVerifier
 from hato.policy.ratelimit import SubmissionLimiter, SubmissionLimits
-from hato.servers.smtp_session import SessionHooks
+from hato.servers.smtp_hooks import SessionHooks
 from hato.store.api import ReportStore
 
 SPOOL_DIR = "spool"  # under data_dir: messages waiting for their verdict (anonymous files)
@@ -158,6 +159,7 @@ def session_hooks(
     limits: SubmissionLimits,
     clock: Clock,
     reports: ReportStore | None = None,
+    signer: Callable[[bytes, str], bytes] | None = None,
 ) -> SessionHooks:
     """The SMTP sessions' hooks this section (and the [smtp] limits) describe."""
     verifier = None
@@ -181,4 +183,5 @@ def session_hooks(
         spool_dir=spool,
         limiter=SubmissionLimiter(limits) if limits.active else None,
         srs=Srs.from_data_dir(data_dir) if config.srs else None,
+        signer=signer,
     )

@@ -218,6 +218,7 @@ def build_services(
             limits=submission_limits(config),
             clock=clock,
             reports=cast(ReportStore, store) if hasattr(store, "record_dmarc_evaluation") else None,
+            signer=runner.signer,
         )
         services.append(
             InboundSmtpService(

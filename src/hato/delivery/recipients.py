@@ -9,8 +9,10 @@ depth limit (reported as a loop, RFC 5321 §6.3 "mail loops"); a cycle among ali
 expanded once. Copies are de-duplicated per account: an account reached through several
 addresses gets one copy (RFC 5321 §3.9.1: an alias delivers to each real target).
 
-Leaves out: Sieve (hato.filters runs it after resolution), forwarding to remote targets
-(no outbound queue yet: the policy refuses those temporarily), external alias sources.
+Leaves out: Sieve (hato.delivery.sieve runs it after resolution), sending to remote targets
+(the SMTP session queues them, with SRS for remote senders; without an outbound queue the
+policy refuses them temporarily), SRS addresses (hato.servers.smtp_hooks), external alias
+sources.
 
 Security: the depth limit and the visited set bound the number of store lookups per
 recipient; nothing here writes.

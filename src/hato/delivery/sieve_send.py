@@ -34,7 +34,7 @@ import asyncio
 import email.utils
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,6 +71,8 @@ class Sending:
     expire_after: float
     srs: SenderRewriter | None = None
     loop_limit: int = REDIRECT_LOOP_LIMIT
+    # DKIM (hato.outbound.dkim_sign): (message, domain) -> fields to prepend; b"" without keys
+    signer: Callable[[bytes, str], bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,18 @@ def _own_received(message: bytes, hostname: str) -> int:
     header = message if end < 0 else message[:end]
     stamp = re.compile(rb"\n[ \t]+by " + re.escape(hostname.encode()) + rb" \(Hato\)", re.I)
     return len(stamp.findall(header))
+
+
+def _from_domain(message: bytes) -> str:
+    """The domain of the From field of a message we composed (ASCII header, RFC 5322)."""
+    end = message.find(b"\r\n\r\n")
+    header = (message if end < 0 else message[:end]).decode("utf-8", "replace")
+    unfolded = re.sub(r"\r\n[ \t]", " ", header)
+    for line in unfolded.split("\r\n"):
+        name, colon, value = line.partition(":")
+        if colon and name.strip().lower() == "from":
+            return email.utils.parseaddr(value)[1].rpartition("@")[2].lower()
+    return ""
 
 
 def _remote(address: Address, resolution: Resolution) -> tuple[str, ...]:
@@ -258,7 +272,16 @@ class _Sender:
         if resolution.loop or not (resolution.targets or resolution.remote):
             log.event(f"sieve.{what}.undeliverable", account=account_id)
             return False
-        blob = await _write_blob(self.store, prefix + outgoing.message)
+        data = outgoing.message
+        signer = self.sending.signer
+        if signer is not None and not outgoing.sender:
+            # the queue signs by the envelope sender's domain, which <> has none of: sign
+            # for the author domain (RFC 6376 §1.2: any domain may sign; DMARC wants the
+            # From domain, RFC 7489 §3.1.1), so the reply passes DMARC where it arrives
+            domain = _from_domain(data)
+            if domain:
+                data = await asyncio.to_thread(signer, data, domain) + data
+        blob = await _write_blob(self.store, prefix + data)
         if resolution.targets:
             self.sends.notices.append((blob, list(resolution.targets)))
         # RFC 5230 §5.1: NOTIFY=NEVER for auto-replies (an empty set renders as NEVER)

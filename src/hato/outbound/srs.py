@@ -1,9 +1,10 @@
 """Sender Rewriting Scheme (SRS): forwarded mail leaves with an envelope sender of our own.
 
 Implements the de-facto scheme of Shevek's "Sender Rewriting Scheme" paper and its reference
-implementation Mail::SRS (the Guarded variant), which RFC 7208 §11.2/Appendix D points to for
-forwarders: when we forward mail from a remote sender, SPF at the destination checks the
-reverse-path, so the reverse-path must be in one of our domains (RFC 7208 §2.4):
+implementation Mail::SRS (the Guarded variant), one of the schemes RFC 7208 Appendix D.2
+means for mediators ("rewriting the MAIL FROM to be in their own domain", with rejected mail
+"forwarded back to the original sender"): SPF at the destination checks the reverse-path
+(RFC 7208 §2.4), so mail we forward for a remote sender must carry one of our domains:
 
 * ``SRS0=HHHH=TT=orig-domain=orig-local@our-domain`` for an original sender; HHHH is the
   first 4 characters of base64(HMAC-SHA1(secret, lower(TT + orig-domain + orig-local))), TT

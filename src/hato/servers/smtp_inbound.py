@@ -1,7 +1,7 @@
 """The SMTP service with session hooks: inbound verification, submission limits and SRS.
 
 ``SmtpService`` (hato.servers.smtp) with a ``hooks`` attribute (``SessionHooks`` of
-hato.servers.smtp_session), which every session of the service applies: on the MX role the
+hato.servers.smtp_hooks), which every session of the service applies: on the MX role the
 checks of ``hato.policy.inbound`` at the end of DATA/BDAT (RFC 7208, RFC 6376, RFC 8617,
 RFC 7489, RFC 8601), per-account submission limits (``hato.policy.ratelimit``) and SRS for
 forwarded mail (``hato.outbound.srs``). The app layer builds this service; tests and callers
@@ -21,7 +21,7 @@ from hato.core.clock import Clock
 from hato.outbound.queue import QueueRunner
 from hato.policy.authn import Authenticator
 from hato.servers.smtp import SmtpService, SmtpSettings
-from hato.servers.smtp_session import SessionHooks
+from hato.servers.smtp_hooks import SessionHooks
 from hato.store.api import MailStore
 
 

@@ -13,19 +13,10 @@ copy goes through the recipient's Sieve script, whose outgoing actions are queue
 same unit of work (``hato.delivery.local.deliver_message``); when every recipient's script
 refuses the message, the end of DATA gets the refusal (RFC 5429 §2.1.1/§2.2: 550 5.7.1).
 
-The optional ``SessionHooks`` of the service add, on the MX role, the inbound verification
-of ``hato.policy.inbound`` at the end of DATA/BDAT (SPF, DKIM, ARC, iprev, DMARC: p=reject →
-550 5.7.1, temperror → 451 4.4.3, p=quarantine → the Junk mailbox; our
-Authentication-Results field added above the trace fields and incoming ones claiming our
-authserv-id removed, RFC 8601 §4.1/§5). SPF is evaluated then too, not at MAIL FROM: RFC 7208
-§2.4 allows either, DMARC needs it together with DKIM, and one verdict keeps the decision in
-one place; the cost is that a message failing SPF is received in full (an SPF fail alone
-never rejects: DMARC decides). The message is spooled for that (``SpooledMessage``: written
-twice, see hato.delivery.local). The hooks also add per-account submission limits
-(``hato.policy.ratelimit``: 451 4.7.1 at MAIL or RCPT) and SRS (``hato.outbound.srs``):
-mail forwarded from remote senders (aliases, Sieve redirect) leaves with an SRS0/SRS1
-reverse-path, and RCPT TO one of our SRS addresses is checked and routed back to the
-original sender.
+The optional ``SessionHooks`` of the service (hato.servers.smtp_hooks) add, on the MX role,
+the inbound verification of ``hato.policy.inbound`` at the end of DATA/BDAT (the message is
+spooled for it, ``SpooledMessage``; p=quarantine delivers to Junk), per-account submission
+limits (451 4.7.1 at MAIL or RCPT) and SRS for forwarded mail and its bounces.
 
 Leaves out: content filters (spam, virus), DNSBL, greylisting; verification of mail on the
 submission role (authenticated users are trusted) or on an MX without hooks.
@@ -42,9 +33,7 @@ import base64
 import dataclasses
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hato.codec.smtp import (
@@ -91,41 +80,39 @@ from hato.core.errors import (
 )
 from hato.core.reply import Reply
 from hato.delivery.local import (
+    Delivered,
     IncomingMessage,
     ReceivedMessage,
     SpooledMessage,
     TraceInfo,
+    deliver_local,
     deliver_message,
     received_header,
     return_path_header,
-    split_header,
     tls_cipher_token,
-    write_blob,
 )
 from hato.delivery.recipients import Resolution, merge_targets
 from hato.delivery.sieve_send import Sending
-from hato.outbound.queue import entries_for
-from hato.outbound.srs import Srs, is_srs
 from hato.policy.authn import SaslExchange
-from hato.policy.inbound import (
-    JUNK,
-    InboundAction,
-    InboundFacts,
-    InboundVerifier,
-    prepare_header,
-)
-from hato.policy.ratelimit import SubmissionLimiter
+from hato.policy.inbound import JUNK, InboundAction
 from hato.policy.smtp import (
     Role,
     Verdict,
     check_recipient,
     check_sender,
-    check_srs_recipient,
     owns_sender,
 )
 from hato.servers.base import TlsMode
+from hato.servers.smtp_hooks import (
+    SessionHooks,
+    SpoolFacts,
+    queue_entries,
+    srs_recipient,
+    submission_limit,
+    verify_spooled,
+)
 from hato.store.model import Account, BlobRef
-from hato.store.queue import NewQueueEntry, QueueRecipient
+from hato.store.queue import NewQueueEntry
 
 if TYPE_CHECKING:
     from hato.servers.smtp import Connection, SmtpListener, SmtpService
@@ -161,23 +148,6 @@ def make_codec(service: SmtpService, spec: SmtpListener) -> ServerConnection:
     codec = ServerConnection(limits=service.settings.limits)
     codec.session.tls = spec.listener.tls is TlsMode.IMPLICIT
     return codec
-
-
-@dataclass
-class SessionHooks:
-    """What a service adds around the transaction beyond the envelope rules; every part is
-    optional (the service's ``hooks`` attribute, see hato.servers.smtp_inbound)."""
-
-    verifier: InboundVerifier | None = None  # the MX role: checks at the end of DATA
-    spool_dir: Path | None = None  # where messages wait for their verdict (None: $TMPDIR)
-    limiter: SubmissionLimiter | None = None  # per-account submission limits
-    srs: Srs | None = None  # sender rewriting for forwarded mail, SRS bounces at RCPT
-    verify_slots: int = 4  # messages verified at once (each is read into memory once)
-    after_delivery: Callable[[ReceivedMessage], Awaitable[object]] | None = None
-    slots: asyncio.Semaphore = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.slots = asyncio.Semaphore(max(1, self.verify_slots))
 
 
 @dataclass(slots=True)
@@ -382,7 +352,13 @@ class SmtpSession:
         else:
             assert event.path.address is not None
             address = event.path.address
-        srs = await self._srs_recipient(address)
+        srs = await srs_recipient(
+            self.hooks,
+            self.resolver,
+            address,
+            now=self.service.clock.now(),
+            outbound=self.service.outbound is not None,
+        )
         if srs is not None:
             resolution, verdict = srs
         else:
@@ -408,42 +384,13 @@ class SmtpSession:
         return verdict.reply
 
     def _limit(self, *, recipients: int) -> Verdict | None:
-        """Per-account submission limits (hato.policy.ratelimit); None when within them."""
-        limiter = self.hooks.limiter
-        if limiter is None or self.account is None or self.role is not Role.SUBMISSION:
-            return None
-        verdict = limiter.check(
-            self.account.id,
+        return submission_limit(
+            self.hooks,
+            role=self.role,
+            account=self.account,
             now=self.service.clock.now(),
             recipients=recipients,
-            user=self.account.address,
         )
-        return None if verdict.accepted else verdict
-
-    async def _srs_recipient(self, address: Address) -> tuple[Resolution, Verdict] | None:
-        """RCPT TO one of our SRS addresses: checked and routed back to the original
-        sender (hato.outbound.srs); None for any other address."""
-        srs = self.hooks.srs
-        if srs is None or not is_srs(address.unquoted_local):
-            return None
-        if not await self.resolver.is_local_domain(address):
-            return None
-        back = srs.reverse(address, now=self.service.clock.now())
-        outbound = self.service.outbound is not None
-        if back.address is None:
-            log.event("smtp.srs.invalid", rcpt=str(address), reason=back.reason)
-            verdict = check_srs_recipient(valid=False, outbound=outbound)
-            return Resolution(address.key, local_domain=True), verdict
-        original = Address.parse(back.address)
-        if await self.resolver.is_local_domain(original):
-            resolution = await self.resolver.resolve(original)
-            verdict = check_recipient(
-                role=Role.MX, authenticated=False, facts=resolution.facts(), outbound=outbound
-            )
-            return resolution, verdict
-        log.event("smtp.srs.reversed", rcpt=str(address), to=back.address)
-        resolution = Resolution(address.key, local_domain=True, remote=(back.address,))
-        return resolution, check_srs_recipient(valid=True, outbound=outbound)
 
     # -- message -------------------------------------------------------------------------
     def _trace(self, txn: Transaction, *, smtputf8: bool) -> TraceInfo:
@@ -494,54 +441,6 @@ class SmtpSession:
         """Inbound verification applies: the MX role of a service with a verifier."""
         return self.role is Role.MX and self.hooks.verifier is not None
 
-    async def _verify(
-        self, txn: Transaction, spool: SpooledMessage
-    ) -> tuple[BlobRef, InboundAction] | Reply:
-        """Verify a spooled message (hato.policy.inbound); its final body on acceptance,
-        else the reply (550 5.7.1 on DMARC reject, 451 4.4.3 on temperror)."""
-        hooks = self.hooks
-        verifier = hooks.verifier
-        assert verifier is not None
-        async with hooks.slots:  # bounds the memory of messages read for verification
-            try:
-                data = await asyncio.to_thread(spool.read)
-            except OSError as exc:
-                raise TemporaryStoreError(f"reading the spooled message failed: {exc}") from None
-            finally:
-                spool.abort()
-            first = txn.recipients[0] if txn.recipients else None
-            facts = InboundFacts(
-                client_ip=self.remote_ip,
-                helo=self.codec.session.helo or "",
-                mail_from=str(txn.sender) if txn.sender is not None else "",
-                message=data,
-                recipient_domain=first.domain if first is not None else None,
-            )
-            verdict = await verifier.evaluate(facts)
-            if verdict.action in (InboundAction.REJECT, InboundAction.TEMPFAIL):
-                assert verdict.reply is not None
-                log.event(
-                    "smtp.data.rejected",
-                    reason=verdict.action.value,
-                    id=txn.id,
-                    reasons=",".join(r.value for r in verdict.reasons),
-                    code=verdict.reply.code,
-                )
-                return verdict.reply
-            end = split_header(data)
-            # RFC 8601 §5: drop fields claiming our authserv-id; §4.1 / §7.1: ours goes
-            # above the other trace fields we add (Return-Path stays first, RFC 5321 §4.4)
-            header = prepare_header(
-                txn.received + data[:end], verdict, verifier.settings.authserv_id
-            )
-            try:
-                blob = await write_blob(
-                    self.service.store, [txn.return_path, header, memoryview(data)[end:]]
-                )
-            except OSError as exc:
-                raise TemporaryStoreError(f"storing the message failed: {exc}") from None
-        return blob, verdict.action
-
     async def _finish(self, problem: DataProblem | None) -> Reply:
         txn = self.txn
         assert txn is not None and txn.incoming is not None
@@ -559,7 +458,16 @@ class SmtpSession:
             return MAIL_LOOP
         action = InboundAction.ACCEPT
         if isinstance(incoming, SpooledMessage):
-            verified = await self._verify(txn, incoming)
+            facts = SpoolFacts(
+                txn_id=txn.id,
+                client_ip=self.remote_ip,
+                helo=self.codec.session.helo or "",
+                sender=txn.sender,
+                recipients=txn.recipients,
+                return_path=txn.return_path,
+                received=txn.received,
+            )
+            verified = await verify_spooled(self.hooks, self.service.store, incoming, facts)
             if isinstance(verified, Reply):
                 return verified
             blob, action = verified
@@ -583,11 +491,17 @@ class SmtpSession:
             strip_prefix=len(txn.return_path),
         )
         remote = await self._outbound_entries(txn, envelope, blob)
-        # one unit of work: local copies (through Sieve), queue entries and what the
-        # scripts send, before the 250
-        delivered = await deliver_message(
-            self.service.store, message, outbound=remote, sending=self._sending()
-        )
+        sending = self._sending()
+        if sending is None and not remote:
+            # no outbound queue: Sieve's outgoing actions are only logged (never lost)
+            appended = await deliver_local(self.service.store, message)
+            delivered = Delivered(tuple(appended))
+        else:
+            # one unit of work: local copies (through Sieve), queue entries and what the
+            # scripts send, before the 250
+            delivered = await deliver_message(
+                self.service.store, message, outbound=remote, sending=sending
+            )
         if delivered.refusal is not None:
             log.event("smtp.data.rejected", reason="sieve", id=txn.id)
             return delivered.refusal
@@ -598,7 +512,10 @@ class SmtpSession:
                 self.account.id, now=message.received_at, recipients=len(txn.recipients)
             )
         if self.hooks.after_delivery is not None:
-            await self.hooks.after_delivery(message)
+            try:
+                await self.hooks.after_delivery(message)
+            except Exception as exc:  # committed: nothing may stand between it and the 250
+                log.event("smtp.after_delivery.failed", level=logging.ERROR, error=repr(exc))
         log.event(
             "smtp.data.accepted",
             id=txn.id,
@@ -622,63 +539,28 @@ class SmtpSession:
             hostname=self.settings.hostname,
             expire_after=runner.settings.expire_after,
             srs=self.hooks.srs,
+            signer=self.hooks.signer,
         )
 
     async def _outbound_entries(
         self, txn: Transaction, envelope: Envelope, blob: BlobRef
     ) -> list[NewQueueEntry]:
-        """Queue entries for the remote recipients (and remote alias targets, SRS bounces),
-        with the RFC 3461 parameters of their RCPT; ORCPT defaults to the address the client
-        gave. Forwarded mail from a remote sender gets an SRS reverse-path of the forwarding
-        domain (hato.outbound.srs), so SPF passes at the destination (RFC 7208 §2.4)."""
         runner = self.service.outbound
         if runner is None:
             return []
-        sender = str(txn.sender) if txn.sender is not None else ""
-        forwarded_sender = sender
-        remote_sender = txn.sender is not None and not await self.resolver.is_local_domain(
-            txn.sender
+        return await queue_entries(
+            self.hooks,
+            self.resolver,
+            sender=txn.sender,
+            recipients=list(zip(txn.recipients, txn.resolutions, strict=True)),
+            envelope=envelope,
+            blob=blob,
+            now=self.service.clock.now(),
+            expire_after=runner.settings.expire_after,
+            account_id=self.account.id if self.account is not None else None,
+            tls_optional=txn.incoming.scan.tls_required_no if txn.incoming else False,
+            strip_prefix=len(txn.return_path),
         )
-        groups: dict[str, list[QueueRecipient]] = {}
-        for address, resolution, wire in zip(
-            txn.recipients, txn.resolutions, envelope.recipients, strict=False
-        ):
-            params = wire.params
-            notify = None if params.notify is None else frozenset(n.value for n in params.notify)
-            orcpt = f"{params.orcpt.addr_type};{params.orcpt.address}" if params.orcpt else None
-            if not resolution.local_domain:
-                # RFC 5321 §2.4: the remote local part keeps its case
-                groups.setdefault(sender, []).append(QueueRecipient(str(address), notify, orcpt))
-                continue
-            if not resolution.remote:
-                continue
-            if remote_sender and self.hooks.srs is not None:
-                forwarded_sender = self.hooks.srs.forward(
-                    sender, domain=address.domain, now=self.service.clock.now()
-                )
-            for target in resolution.remote:
-                rcpt = QueueRecipient(target, notify, orcpt or f"rfc822;{address}")
-                groups.setdefault(forwarded_sender, []).append(rcpt)
-        mail = envelope.params
-        entries: list[NewQueueEntry] = []
-        for reverse_path, rcpts in groups.items():
-            entries += entries_for(
-                blob_size=blob.size,
-                blob_id=blob.id,
-                sender=reverse_path,
-                recipients=rcpts,
-                now=self.service.clock.now(),
-                expire_after=runner.settings.expire_after,
-                account_id=self.account.id if self.account is not None else None,
-                envid=mail.envid,
-                ret=mail.ret.value if mail.ret is not None else None,
-                body=mail.body.value,
-                smtputf8=mail.smtputf8 or not reverse_path.isascii(),
-                requiretls=mail.requiretls,
-                tls_optional=txn.incoming.scan.tls_required_no if txn.incoming else False,
-                strip_prefix=len(txn.return_path),
-            )
-        return entries
 
     def _abort_message(self) -> None:
         if self.txn is not None and self.txn.incoming is not None:
