@@ -14,7 +14,7 @@ import pytest
 from reports_kit import DAY, DAY0, open_test_store, sessions
 
 from hato.app.config import Config, ServerConfig
-from hato.app.config_dns import DnsConfig
+from hato.app.config_dns import DnsConfig, make_resolver
 from hato.app.config_reports import ReportsConfig, report_intake
 from hato.codec.smtp_events import Envelope, Recipient
 from hato.codec.smtp_params import MailParams, RcptParams
@@ -33,7 +33,7 @@ from hato.outbound.tlspolicy import HostPolicy, Requirement
 from hato.outbound.tlsrpt_sessions import session_outcome, tlsa_strings
 from hato.store.model import BlobRef
 from hato.store.queue import NewQueueEntry, QueueRecipient
-from hato.store.sqlite import SqliteStore
+from hato.store.sqlite import SqliteStore, open_store
 
 T = TypeVar("T")
 
@@ -115,11 +115,16 @@ def test_dns_records_publish_the_addresses_intake_accepts(tmp_path: Path) -> Non
         assert [fmt.mailto_address(u) for u in dmarc.rua] == [dmarc_to]
         tls = tlsrpt.parse_record(tls_line.split('"')[1])
         assert tls is not None and tls.mailto == (tls_to,)
-        intake = report_intake(  # what the app wires for incoming mail
-            reports,
-            dns=DnsConfig(nameservers=("127.0.0.1",)),
-            store=None,  # type: ignore[arg-type]
-        )
+        store = asyncio.run(open_store(tmp_path / "data"))
+        try:
+            intake = report_intake(  # what the app wires for incoming mail
+                reports,
+                resolver=make_resolver(DnsConfig(nameservers=("127.0.0.1",))),
+                store=store,
+            )
+        finally:
+            asyncio.run(store.close())
+        assert intake is not None
         assert intake.wants([dmarc_to], {"hato.test"}) and intake.wants([tls_to], {"hato.test"})
         assert not intake.wants(["postmaster@hato.test"], {"hato.test"})
         assert not intake.wants([dmarc_to], {"elsewhere.test"})

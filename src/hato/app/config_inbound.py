@@ -15,7 +15,7 @@ Security: ``verify = false`` accepts forged senders (a test or demo set-up witho
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from hato.core.address import normalize_domain
 from hato.core.clock import Clock
 from hato.core.dns import Resolver
 from hato.core.errors import AddressError, ConfigError
+from hato.delivery.local import ReceivedMessage
 from hato.outbound.srs import Srs
 from hato.policy.inbound import InboundSettings, InboundVerifier
 from hato.policy.ratelimit import SubmissionLimiter, SubmissionLimits
@@ -160,6 +161,7 @@ def session_hooks(
     clock: Clock,
     reports: ReportStore | None = None,
     signer: Callable[[bytes, str], bytes] | None = None,
+    after_delivery: Callable[[ReceivedMessage], Awaitable[object]] | None = None,
 ) -> SessionHooks:
     """The SMTP sessions' hooks this section (and the [smtp] limits) describe."""
     verifier = None
@@ -184,4 +186,5 @@ def session_hooks(
         limiter=SubmissionLimiter(limits) if limits.active else None,
         srs=Srs.from_data_dir(data_dir) if config.srs else None,
         signer=signer,
+        after_delivery=after_delivery,
     )

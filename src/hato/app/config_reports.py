@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from hato.app.config_dns import DnsConfig, make_resolver
 from hato.app.config_outbound import Text
 from hato.app.confkinds import Duration, Flag, Kind, fail, setting
 from hato.core.address import Address
 from hato.core.clock import Clock
+from hato.core.dns import Resolver
 from hato.core.errors import AddressError
 from hato.delivery.report_intake import IntakeStore, ReportIntake
 from hato.mailauth.orgdomain import registrable_domain
@@ -125,7 +125,7 @@ def report_service(
     hostname: str,
     config: ReportsConfig,
     *,
-    dns: DnsConfig,
+    resolver: Resolver,
     store: MailStore,
     runner: QueueRunner,
     clock: Clock,
@@ -139,18 +139,23 @@ def report_service(
     return ReportService(
         report_settings(hostname, config),
         store=backend,
-        resolver=make_resolver(dns),
+        resolver=resolver,
         clock=clock,
         https_context=verify_context(runner.settings.ca_file),
         wake=runner.wake,
     )
 
 
-def report_intake(config: ReportsConfig, *, dns: DnsConfig, store: MailStore) -> ReportIntake:
+def report_intake(
+    config: ReportsConfig, *, resolver: Resolver, store: MailStore
+) -> ReportIntake | None:
     """Parses mail for the report addresses (``hato.delivery.report_intake``); the SMTP
-    session calls its ``after_delivery`` for every committed message."""
+    session calls its ``after_delivery`` for every committed message); None when reports
+    are disabled or the store keeps no reporting data."""
+    if not config.enabled or not hasattr(store, "queue_report"):
+        return None
     return ReportIntake(
         cast(IntakeStore, store),
-        make_resolver(dns),
+        resolver,
         local_parts=(config.dmarc_address, config.tls_address),
     )

@@ -18,9 +18,10 @@ from hato.app.config import Config
 from hato.app.config_dns import make_resolver
 from hato.app.config_inbound import session_hooks
 from hato.app.config_outbound import outbound_settings, read_smarthost_password
-from hato.app.config_reports import report_service
+from hato.app.config_reports import report_intake, report_service
 from hato.codec.smtp import Limits
 from hato.core.clock import Clock, SystemClock
+from hato.core.dns import Resolver
 from hato.core.errors import ConfigError
 from hato.core.metrics import Counters
 from hato.outbound.dkim_sign import DkimKeys
@@ -172,7 +173,9 @@ def submission_limits(config: Config) -> SubmissionLimits:
     )
 
 
-def queue_runner(config: Config, store: MailStore, *, clock: Clock) -> QueueRunner:
+def queue_runner(
+    config: Config, store: MailStore, *, resolver: Resolver, clock: Clock
+) -> QueueRunner:
     """The outbound queue runner: MX routing, TLS policy, DKIM signing, retries, DSNs."""
     outbound = config.outbound
     settings = outbound_settings(
@@ -180,7 +183,7 @@ def queue_runner(config: Config, store: MailStore, *, clock: Clock) -> QueueRunn
     )
     signer = DkimKeys(config.server.data_dir / "dkim").signer() if outbound.dkim else None
     return QueueRunner(
-        settings, store=store, resolver=make_resolver(config.dns), clock=clock, signer=signer
+        settings, store=store, resolver=resolver, clock=clock, signer=signer
     )
 
 
@@ -195,12 +198,13 @@ def build_services(
         store, clock=clock, plaintext_on_loopback=config.server.demo
     )
     # The queue runner starts first and stops last: SMTP sessions hand it messages.
-    runner = queue_runner(config, store, clock=clock)
+    resolver = make_resolver(config.dns)  # one resolver (and cache) for every DNS question
+    runner = queue_runner(config, store, resolver=resolver, clock=clock)
     services: list[Service] = [runner]
     reports = report_service(
         config.server.hostname,
         config.reports,
-        dns=config.dns,
+        resolver=resolver,
         store=store,
         runner=runner,
         clock=clock,
@@ -209,16 +213,19 @@ def build_services(
         services.append(reports)  # daily DMARC and TLS reports (hato.outbound.reports)
     smtp = smtp_settings(config)
     if smtp.listeners:
+        # DMARC/TLS reports sent to our report addresses are parsed after delivery
+        intake = report_intake(config.reports, resolver=resolver, store=store)
         # inbound verification, submission limits, SRS (hato.app.config_inbound)
         hooks = session_hooks(
             config.inbound,
             hostname=config.server.hostname,
             data_dir=config.server.data_dir,
-            resolver=make_resolver(config.dns),
+            resolver=resolver,
             limits=submission_limits(config),
             clock=clock,
             reports=cast(ReportStore, store) if hasattr(store, "record_dmarc_evaluation") else None,
             signer=runner.signer,
+            after_delivery=intake.after_delivery if intake is not None else None,
         )
         services.append(
             InboundSmtpService(
