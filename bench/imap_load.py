@@ -42,6 +42,7 @@ class ImapClient:
         self.writer = writer
         self._tag = 0
         self.leaving = False  # LOGOUT sent: its BYE is expected (RFC 9051 §6.1.3)
+        self.last: Reply | None = None  # the last reply of ``ok``
 
     @classmethod
     async def connect(cls, port: int) -> ImapClient:

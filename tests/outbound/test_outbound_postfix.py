@@ -88,6 +88,9 @@ def test_starttls_delivery_to_postfix(tmp_path: Path) -> None:
         # Postfix's Received field records the TLS session and our EHLO name
         assert b"from out.example.test" in stored
         assert b"(using TLSv1.3" in stored or b"(using TLSv1.2" in stored
+        # the local delivery agent logs after the file is in place: wait for the line too
+        while "status=sent" not in postfix.read_log() and time.monotonic() < deadline:
+            time.sleep(0.2)
         log = postfix.read_log()
         assert "TLS connection established from" in log
         assert "status=sent (delivered to maildir)" in log

@@ -11,6 +11,7 @@ import pytest
 
 from hato.core.clock import FixedClock
 from hato.core.errors import StoreError, TemporaryStoreError
+from hato.store.sqlite import db as db_module
 from hato.store.sqlite.db import Database, Unit
 
 
@@ -37,9 +38,16 @@ def test_batch_commits_once_and_isolates_a_failing_unit(tmp_path: Path) -> None:
         db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
         await db.start()
         try:
-            gate = threading.Event()
-            # Hold the thread so the next units queue up and form one batch.
-            blocker = db.submit(lambda u: gate.wait(5), write=False)
+            gate, entered = threading.Event(), threading.Event()
+
+            def hold(unit: Unit) -> bool:
+                entered.set()
+                return gate.wait(5)
+
+            # Hold the database thread (in a batch of its own) so that the next units
+            # queue up and form one batch.
+            blocker = db.submit(hold, write=True)
+            assert await asyncio.to_thread(entered.wait, 5)
             log: list[str] = []
             ok1 = db.submit(_insert("a", 1, log), write=True)
             dup = db.submit(_insert("a", 2, log), write=True)  # PRIMARY KEY violation
@@ -61,8 +69,9 @@ def test_batch_commits_once_and_isolates_a_failing_unit(tmp_path: Path) -> None:
             with pytest.raises(ValueError):
                 await asyncio.wrap_future(failing)
             after = db.stats
-            assert after.commits - before.commits == 1  # one COMMIT for the whole batch
-            assert after.write_units - before.write_units == 2
+            # One COMMIT for the blocker's batch, ONE for the whole batch after it.
+            assert after.commits - before.commits == 2
+            assert after.write_units - before.write_units == 3
             assert after.failed_units - before.failed_units == 2
             rows = await db.read(
                 lambda u: u.conn.execute("SELECT k, v FROM t ORDER BY k").fetchall()
@@ -112,8 +121,14 @@ def test_cancelled_unit_does_not_run(tmp_path: Path) -> None:
         db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
         await db.start()
         try:
-            gate = threading.Event()
-            blocker = db.submit(lambda u: gate.wait(5), write=False)
+            gate, entered = threading.Event(), threading.Event()
+
+            def hold(unit: Unit) -> bool:
+                entered.set()
+                return gate.wait(5)
+
+            blocker = db.submit(hold, write=True)  # holds the database thread
+            assert await asyncio.to_thread(entered.wait, 5)
             task = asyncio.create_task(db.write(_insert("never", 1)))
             await asyncio.sleep(0.01)
             task.cancel()
@@ -134,9 +149,93 @@ def test_database_is_wal_and_fully_synchronous(tmp_path: Path) -> None:
         await db.start()
         try:
             mode = await db.read(lambda u: u.conn.execute("PRAGMA journal_mode").fetchone()[0])
-            sync = await db.read(lambda u: u.conn.execute("PRAGMA synchronous").fetchone()[0])
+            sync = await db.write(lambda u: u.conn.execute("PRAGMA synchronous").fetchone()[0])
             assert (mode, sync) == ("wal", 2)  # 2 = FULL: a COMMIT is durable
+            # The checkpoint connection syncs fully too (WAL, then the database file).
+            sync = await db.read(lambda u: u.conn.execute("PRAGMA synchronous").fetchone()[0])
+            assert sync == 2
             assert (tmp_path / "t.db").stat().st_mode & 0o777 == 0o600
+        finally:
+            await db.close()
+
+    asyncio.run(main())
+
+
+def test_reads_do_not_wait_for_a_write_in_progress(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
+        await db.start()
+        try:
+            await db.write(_insert("a", 1))
+            gate, entered = threading.Event(), threading.Event()
+
+            def hold(unit: Unit) -> None:
+                unit.conn.execute("INSERT INTO t VALUES ('held', 2)")
+                entered.set()
+                gate.wait(5)
+
+            blocker = db.submit(hold, write=True)  # a write unit in progress (uncommitted)
+            assert await asyncio.to_thread(entered.wait, 5)
+            # Served by the reader thread and by a point lookup meanwhile, from the last
+            # committed state: the held unit's row is not visible.
+            assert await asyncio.wait_for(db.read(_count), 5) == 1
+            assert await asyncio.wait_for(db.lookup(_count), 5) == 1
+            gate.set()
+            await asyncio.wrap_future(blocker)
+            assert await db.read(_count) == 2 and await db.lookup(_count) == 2
+        finally:
+            gate.set()
+            await db.close()
+
+    asyncio.run(main())
+
+
+def test_lookup_runs_on_the_calling_thread_and_cannot_write(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
+        await db.start()
+        try:
+            threads: list[int] = []
+
+            def probe(unit: Unit) -> int:
+                threads.append(threading.get_ident())
+                return _count(unit)
+
+            assert await db.lookup(probe) == 0
+            await db.write(_insert("x", 1))
+            assert await db.lookup(probe) == 1  # a write that returned is visible
+            assert threads == [threading.get_ident()] * 2
+            with pytest.raises(StoreError):  # query_only: a lookup must not write
+                await db.lookup(_insert("y", 2))
+            assert await db.read(_count) == 1
+        finally:
+            await db.close()
+        with pytest.raises(StoreError):
+            await db.lookup(_count)
+
+    asyncio.run(main())
+
+
+def test_wal_is_checkpointed_by_its_own_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_module, "CHECKPOINT_BYTES", 1)  # every commit asks for one
+    path = tmp_path / "t.db"
+
+    async def main() -> None:
+        db = Database(path, clock=FixedClock(), setup=_setup)
+        await db.start()
+        try:
+            for n in range(20):
+                await db.write(_insert(f"k{n}", n))
+            # The pages reach the database file without any checkpoint by the writer
+            # (its own automatic checkpoint starts at BACKSTOP_PAGES, far from here).
+            for _ in range(500):
+                if path.stat().st_size > 4096:
+                    break
+                await asyncio.sleep(0.01)
+            assert path.stat().st_size > 4096
+            assert await db.read(_count) == 20
         finally:
             await db.close()
 

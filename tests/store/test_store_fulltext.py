@@ -207,3 +207,22 @@ def test_index_answers_exactly_what_a_scan_answers(run) -> None:
         assert checked > 250 and found > 30
 
     run(body)
+
+
+def test_small_mailbox_beside_many_hits_elsewhere(run) -> None:
+    """The index spans the whole store: hits in other mailboxes and accounts never leak."""
+
+    async def body(store: MailStore) -> None:
+        alice = await account(store, "alice")
+        bob = await account(store, "bob")
+        inbox = await inbox_id(store, alice.id)
+        sent = (await store.get_mailbox(alice.id, "Sent")).id  # type: ignore[union-attr]
+        for n in range(6):
+            await put(store, inbox, mail(f"m{n}", f"common word {n}\r\n".encode()))
+            await put(store, await inbox_id(store, bob.id), mail("b", f"common {n}\r\n".encode()))
+        mine = await put(store, sent, mail("s", b"a common reply\r\n"))
+        await put(store, sent, mail("t", b"nothing here\r\n"))
+        assert await answer(store, sent, "common", BODY) == {mine}  # 13 hits, 2 messages
+        assert len(await answer(store, inbox, "common word", BODY)) == 6
+
+    run(body)

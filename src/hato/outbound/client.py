@@ -1,9 +1,10 @@
 """An asyncio SMTP client session on the sans-IO client codec (``hato.codec.smtp_client``).
 
 Implements the client side of RFC 5321 §3 and §4 (greeting, EHLO with a HELO fallback per
-§4.1.4 when EHLO is refused, mail transactions, RSET between messages on one connection,
-QUIT), the client timeouts of §4.5.3.2 (greeting 5 min, MAIL/RCPT 5 min, DATA initiation
-2 min, data blocks 3 min, final dot 10 min), STARTTLS with a second EHLO (RFC 3207 §4.2),
+§4.1.4 when EHLO is refused, mail transactions, RSET between messages on one connection --
+sent in the same PIPELINING group as the next MAIL, RFC 2920 §3.1 --, QUIT), the client
+timeouts of §4.5.3.2 (greeting 5 min, MAIL/RCPT 5 min, DATA initiation 2 min, data blocks
+3 min, final dot 10 min), STARTTLS with a second EHLO (RFC 3207 §4.2),
 PIPELINING (RFC 2920 §3.1: MAIL, RCPT and DATA sent as one group, replies read in order),
 CHUNKING (RFC 3030 §2: BDAT instead of DATA when offered), AUTH PLAIN/LOGIN over TLS for a
 smarthost (RFC 4954 §4), and the TLS requirements decided by ``hato.outbound.tlspolicy``
@@ -289,10 +290,7 @@ class SmtpClient:
         """One mail transaction. Raises UsageError when the message needs an extension the
         server lacks (a permanent problem of this message), DeliveryError when the session
         broke (the caller retries later)."""
-        if self.transactions:
-            reply = await self._command(sc.RSET, self.timeouts.command)
-            if not reply.positive:
-                raise DeliveryError(f"{self.host}: RSET {reply}", reply=_as_reply(reply))
+        reset = self.transactions > 0  # RFC 5321 §4.1.1.5: a fresh transaction after RSET
         self.transactions += 1
         utf8 = options.smtputf8
         mail = sc.mail_from(sender, options, self.caps)
@@ -302,20 +300,36 @@ class SmtpClient:
         ]
         try:
             if self.caps.pipelining:
-                return await self._send_pipelined(mail, rcpts, lines, message)
+                return await self._send_pipelined(mail, rcpts, lines, message, reset=reset)
+            if reset:
+                await self._reset(await self._command(sc.RSET, self.timeouts.command))
             return await self._send_stepwise(mail, rcpts, lines, message)
         except (OSError, TimeoutError, ssl.SSLError, ProtocolError) as exc:
             raise DeliveryError(
                 f"{self.host}: {type(exc).__name__}: {exc}", reply="451 4.4.2 Connection broken"
             ) from None
 
+    async def _reset(self, reply: sc.ServerReply) -> None:
+        if not reply.positive:
+            raise DeliveryError(f"{self.host}: RSET {reply}", reply=_as_reply(reply))
+
     async def _send_pipelined(
-        self, mail: bytes, rcpts: Sequence[Rcpt], lines: list[bytes], message: bytes
+        self,
+        mail: bytes,
+        rcpts: Sequence[Rcpt],
+        lines: list[bytes],
+        message: bytes,
+        *,
+        reset: bool,
     ) -> TransactionResult:
         result = TransactionResult()
         chunking = self.caps.chunking
-        # RFC 2920 §3.1: DATA is the last command of a group; BDAT needs accepted rcpts.
-        await self._write(mail + b"".join(lines) + (b"" if chunking else sc.DATA))
+        # RFC 2920 §3.1: RSET, MAIL and RCPT may appear anywhere in a group, DATA is the
+        # last command of a group; BDAT needs accepted recipients. One round trip.
+        group = (sc.RSET if reset else b"") + mail + b"".join(lines)
+        await self._write(group + (b"" if chunking else sc.DATA))
+        if reset:
+            await self._reset(await self._read_reply(self.timeouts.command))
         result.mail = await self._read_reply(self.timeouts.command)
         for rcpt in rcpts:
             result.rcpts[rcpt.index] = await self._read_reply(self.timeouts.command)

@@ -31,7 +31,7 @@ import logging
 import random
 import ssl
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,8 @@ from hato.store.queue import (
 )
 
 Signer = Callable[[bytes, str], bytes]  # (message, sender domain) -> header fields to prepend
+MAX_SETTLING = 16  # settle writes in flight per connection (they are group-committed)
+INLINE_READ = 64 * 1024  # octets: smaller bodies are read on the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,16 +249,29 @@ class QueueRunner:
     async def _worker(self, group: _Group) -> None:
         client: SmtpClient | None = None
         flags: tuple[bool, bool] | None = None
+        # Settle writes in flight: the next message goes out while the store group-commits
+        # the outcome of the previous ones (a crash before that commit resends them, as a
+        # crash before any settle always did: RFC 5321 §6.1 prefers duplicates to loss).
+        settling: deque[asyncio.Task[None]] = deque()
+        # The next entry's message is read (in a worker thread) while this one is sent.
+        ahead: tuple[QueueEntry, asyncio.Future[bytes]] | None = None
         async with self._slots:
             try:
-                while group.entries:
-                    entry = group.entries.popleft()
+                while ahead is not None or group.entries:
+                    if ahead is None:
+                        entry = group.entries.popleft()
+                        reading = self._message_soon(entry)
+                    else:
+                        (entry, reading), ahead = ahead, None
+                    if group.entries:
+                        following = group.entries.popleft()
+                        ahead = (following, self._message_soon(following))
                     want = (entry.requiretls and entry.sender != "", entry.tls_optional)
                     if client is not None and flags != want:
                         await client.quit()
                         client = None
                     try:
-                        message = await self._message(entry)
+                        message = await reading
                         if client is None:
                             client = await self._open(group, entry)
                             flags = want
@@ -268,23 +283,49 @@ class QueueRunner:
                             await client.close()
                         client = None
                         permanent = isinstance(exc, TlsPolicyError) and want[0]
-                        await self._settle_all(
+                        settle = self._settle_all(
                             entry, exc.reply, remote=None, temporary=not permanent
                         )
+                        await _in_background(settling, settle)
                         continue
                     except UsageError as exc:
                         host = client.host if client else None
-                        await self._settle_all(
-                            entry, usage_reply(exc), remote=host, temporary=False
+                        await _in_background(
+                            settling,
+                            self._settle_all(entry, usage_reply(exc), remote=host, temporary=False),
                         )
                         continue
-                    await self._settle(entry, result, remote=client.host, peer_dsn=client.caps.dsn)
+                    await _in_background(
+                        settling,
+                        self._settle(entry, result, remote=client.host, peer_dsn=client.caps.dsn),
+                    )
             finally:
+                if ahead is not None:  # not tried: back to the group (settled by the caller)
+                    following, read = ahead
+                    if not read.cancel() and not read.cancelled():
+                        read.exception()  # done: retrieved, so never reported as lost
+                    group.entries.appendleft(following)
                 if client is not None:
                     await client.quit()
+                await _settled(settling)
+
+    def _message_soon(self, entry: QueueEntry) -> asyncio.Future[bytes]:
+        """The message to send for ``entry``: a small body is read right here (a page-cache
+        read costs less than the hop to a worker thread), a larger one in a worker thread."""
+        if entry.size > INLINE_READ:
+            return asyncio.ensure_future(self._message(entry))
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self._signed(entry, self.store.blobs.read(entry.blob_id)))
+        except Exception as exc:  # raised where the message is awaited, as for a large one
+            future.set_exception(exc)
+        return future
 
     async def _message(self, entry: QueueEntry) -> bytes:
         data = await asyncio.to_thread(self.store.blobs.read, entry.blob_id)
+        return self._signed(entry, data)
+
+    def _signed(self, entry: QueueEntry, data: bytes) -> bytes:
         data = data[entry.strip_prefix :]
         if self.signer is not None and entry.sender:
             domain = entry.sender.rpartition("@")[2]
@@ -560,6 +601,23 @@ class QueueRunner:
             return None
         account = await self.store.get_account(key)
         return account.id if account is not None else None
+
+
+async def _in_background(tasks: deque[asyncio.Task[None]], settle: Awaitable[None]) -> None:
+    """Run one settle write as a task; past ``MAX_SETTLING`` in flight, wait for the oldest
+    (its error, if any, is raised here)."""
+    tasks.append(asyncio.ensure_future(settle))
+    while len(tasks) > MAX_SETTLING or (tasks and tasks[0].done()):
+        await tasks.popleft()
+
+
+async def _settled(tasks: deque[asyncio.Task[None]]) -> None:
+    """Wait for every settle write of a worker; raise the first error."""
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    tasks.clear()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _report(recipient: QueueRecipient, action: Action) -> RecipientReport:

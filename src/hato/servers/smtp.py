@@ -95,7 +95,12 @@ class Connection(asyncio.Protocol):
         self.stalled = False  # a write timed out: close without flushing
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self._data = asyncio.Event()
+        # Input (or EOF, or a wake-up) arrived since the session last waited: a flag and at
+        # most one waiting future, cheaper per command than an Event plus wait_for.
+        self._data = False
+        self._waiter: asyncio.Future[bool] | None = None
+        self._deadline = 0.0  # loop time at which the current wait times out
+        self._timer: asyncio.TimerHandle | None = None  # fires at or before _deadline
         self._writable = asyncio.Event()
         self._writable.set()
         self._paused = False
@@ -109,23 +114,44 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.codec.receive_data(data)
-        self._data.set()
+        self._signal()
         if self.codec.buffered > _READ_HIGH and not self._paused and self.transport:
             self._paused = True
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self.closed = True
-        self._data.set()
+        self._signal()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._data.set()
+        self._signal()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._writable.set()
         self.lost.set()
         if self._on_lost is not None:
             self._on_lost(self)
+
+    def _signal(self) -> None:
+        self._data = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    def _on_timer(self) -> None:
+        """The idle timer: time out the waiter, or re-arm for a deadline moved meanwhile."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        loop = waiter.get_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_result(False)
+        else:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -155,14 +181,25 @@ class Connection(asyncio.Protocol):
             return True
         self.consumed()
         # Input that arrived while the session was busy (e.g. awaiting a flush or a store
-        # commit) has already set the event: never clear it before waiting, or that wake-up
+        # commit) has already set the flag: never clear it before waiting, or that wake-up
         # is lost and pipelined bytes sit in the codec's buffer until the peer sends more.
-        if not self._data.is_set():
+        if not self._data:
+            loop = asyncio.get_running_loop()
+            # One timer per connection, re-armed lazily: a wait only moves the deadline
+            # later (the usual case), so it costs no timer of its own.
+            self._deadline = loop.time() + timeout
+            if self._timer is not None and self._timer.when() > self._deadline:
+                self._timer.cancel()
+                self._timer = None
+            if self._timer is None:
+                self._timer = loop.call_at(self._deadline, self._on_timer)
+            waiter = self._waiter = loop.create_future()
             try:
-                await asyncio.wait_for(self._data.wait(), timeout)
-            except TimeoutError:
-                return False
-        self._data.clear()
+                if not await waiter:
+                    return False
+            finally:
+                self._waiter = None
+        self._data = False
         return True
 
     def lost_callback(self, callback: Callable[[Connection], None]) -> None:
@@ -171,7 +208,7 @@ class Connection(asyncio.Protocol):
 
     def wake(self) -> None:
         """Interrupt ``wait_data`` (the service is stopping)."""
-        self._data.set()
+        self._signal()
 
     def write(self, data: bytes) -> None:
         self._out.append(data)
@@ -303,6 +340,11 @@ class SmtpService:
 
         def opened(conn: Connection) -> None:
             ip = conn.remote_ip
+            if self.stopping:
+                # accepted from the backlog while (or after) stop() ran: nobody would close it
+                assert conn.transport is not None
+                conn.transport.abort()
+                return
             self._open.add(conn)
             conn.lost_callback(self._open.discard)
             if (

@@ -43,6 +43,7 @@ from hato.codec.imap.commands import (
 )
 from hato.codec.imap.sequence import format_set
 from hato.codec.mime import Part, envelope, parse_message
+from hato.codec.mime.headers import Header, split_headers
 from hato.core.errors import NotFound
 from hato.servers.imap.outcome import Outcome
 from hato.servers.imap.selected import Selected
@@ -123,6 +124,12 @@ class _Candidate:
             self._root = parse_message(self.data)
         return self._root
 
+    def headers(self) -> tuple[Header, ...]:
+        """The message's own header fields: split without parsing the MIME tree."""
+        if self._root is not None:
+            return self._root.headers
+        return split_headers(self.data or b"", 0).headers
+
     def text(self) -> SearchableText:
         if self._text is None:
             self._text = extract(self.data or b"", self.root())
@@ -198,7 +205,8 @@ class _Evaluator:
 
     def _header(self, key: KeyHeader, c: _Candidate) -> bool:
         needle = key.value.casefold()
-        return any(needle in f.text().casefold() for f in c.root().header_all(key.name))
+        name = key.name.lower()  # RFC 5322 §1.2.2: field names are case-insensitive
+        return any(needle in f.text().casefold() for f in c.headers() if f.key == name)
 
     def _text(self, key: KeyText, c: _Candidate) -> bool:
         # RFC 9051 §6.4.4 TEXT / BODY: the index's answer, else the same test on the message.

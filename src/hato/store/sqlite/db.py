@@ -4,22 +4,30 @@ Every store call is one *unit of work*: a function ``work(unit) -> result`` subm
 database thread, whose future the caller awaits (one thread hop per transaction, never one per
 statement). The thread drains every unit waiting in its queue and runs
 
-* read units first, outside any transaction (the thread is the only writer, so each read sees
-  a consistent, committed state; a read never waits for an fsync);
-* then all write units in ONE transaction, each inside its own SAVEPOINT: a unit that raises is
+* all write units in ONE transaction, each inside its own SAVEPOINT: a unit that raises is
   rolled back to its savepoint alone and its future gets the exception; the others go on;
 * then one COMMIT (``synchronous=FULL``: durable when it returns), after which the units'
   ``on_commit`` hooks run, then the ``epilogue`` (outside any transaction, still on the
   thread: serial with every unit), then their futures are resolved.
 
-So N concurrent writers cost about one fsync per batch instead of one each ("group commit").
-``stats`` counts commits and units so tests can check that batching really happens.
+So N concurrent writers cost about one fsync per batch instead of one each ("group commit"):
+whatever is queued while a COMMIT's fsync runs forms the next batch. ``stats`` counts commits
+and units so tests can check that batching really happens.
 
-Reads use the same thread and connection (simplest, and SQLite reads are fast): documented in
-docs/data-directory.md.
+Read units run on a second thread with its own connection (WAL lets readers run beside the
+writer), each in one read transaction: a consistent snapshot of committed data, which a read
+never waits for the writer's fsync to get. A write that returned is visible to every read
+submitted after it (its COMMIT came first). The reader's connection is ``query_only``.
+*Point lookups* (``lookup``: an account, an alias, a Sieve script by key) run the same way
+on the calling thread's own connection, without the hop to the reader thread.
 
-Left out: a separate read connection pool (not needed at this scale), cross-process writers
-(one Hato process owns a data directory).
+WAL checkpoints run on a third thread with its own connection (``PRAGMA wal_checkpoint
+(PASSIVE)``, which never blocks the writer) once the WAL has grown past ``CHECKPOINT_BYTES``,
+so the copy of pages into the database file and its fsync stay off the commit path; the
+writer's own automatic checkpoint is kept as a backstop at ``BACKSTOP_PAGES``.
+
+Left out: more than one reader thread (reads are short; the GIL bounds the gain),
+cross-process writers (one Hato process owns a data directory).
 
 Security: the database file is created with mode 0600 inside the 0700 data directory.
 """
@@ -47,6 +55,8 @@ T = TypeVar("T")
 Hook = Callable[[], None]
 
 MAX_BATCH = 512  # units per transaction; bounds the latency a batch adds to its first unit
+CHECKPOINT_BYTES = 8 << 20  # WAL size that wakes the checkpoint thread
+BACKSTOP_PAGES = 16384  # the writer checkpoints itself past this many WAL pages (64 MiB)
 
 
 class Unit:
@@ -115,8 +125,17 @@ class Database:
         self._prologue = prologue
         self._epilogue = epilogue
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._reads: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._checkpoints: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._helpers: list[threading.Thread] = []  # the reader and the checkpointer
         self._conn: sqlite3.Connection | None = None
+        self._wal = path.with_name(path.name + "-wal")
+        # Per-thread connections of ``lookup`` (each used by its thread only), closed at close.
+        self._local = threading.local()
+        self._local_lock = threading.Lock()
+        self._locals: list[sqlite3.Connection] = []
+        self._checkpoint_asked = False
         self._closed = False
         self._commits = 0
         self._write_units = 0
@@ -137,6 +156,20 @@ class Database:
             await asyncio.to_thread(self._thread.join)
             self._closed = True
             raise
+        # After setup (migrations): the helpers see the final schema.
+        for target, name in ((self._reader_main, "read"), (self._checkpoint_main, "wal")):
+            opened: concurrent.futures.Future[None] = concurrent.futures.Future()
+            thread = threading.Thread(
+                target=target, args=(opened,), name=f"hato-db-{name}:{self._path.name}",
+                daemon=True,
+            )  # fmt: skip
+            thread.start()
+            self._helpers.append(thread)
+            try:
+                await asyncio.wrap_future(opened)
+            except BaseException:
+                await self.close()
+                raise
 
     async def close(self) -> None:
         """Run every unit already submitted, then stop the thread and close the connection."""
@@ -146,6 +179,14 @@ class Database:
         self._queue.put(_STOP)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
+        self._reads.put(_STOP)
+        self._checkpoints.put(_STOP)
+        for thread in self._helpers:
+            await asyncio.to_thread(thread.join)
+        with self._local_lock:
+            local, self._locals = self._locals, []
+        for conn in local:
+            conn.close()
 
     @property
     def stats(self) -> CommitStats:
@@ -162,7 +203,7 @@ class Database:
         if self._closed:
             raise StoreError("the store is closed")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_Job(work, write, future))
+        (self._queue if write or not self._helpers else self._reads).put(_Job(work, write, future))
         return future
 
     async def write(self, work: Callable[[Unit], T]) -> T:
@@ -172,6 +213,39 @@ class Database:
     async def read(self, work: Callable[[Unit], T]) -> T:
         """Run a read-only unit (it must not write)."""
         return await asyncio.wrap_future(self.submit(work, write=False))
+
+    async def lookup(self, work: Callable[[Unit], T]) -> T:
+        """Run a read-only *point lookup* (a few indexed rows) right here, on the calling
+        thread's own connection: cheaper than the hop to the reader thread, and it sees
+        every write that returned before. Falls back to ``read`` when the connection is
+        busy (e.g. the WAL index is being rebuilt)."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        if self._helpers:
+            conn = self._local_connection()
+            try:
+                conn.execute("BEGIN")  # one snapshot for the whole unit
+                try:
+                    self._read_units += 1
+                    return work(Unit(conn, self._clock.now()))
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.OperationalError:
+                pass
+            except BaseException as exc:
+                raise translate_error(exc) from None
+        return await self.read(work)
+
+    def _local_connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=50")  # never hold an event loop for long
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._local_lock:
+                self._locals.append(conn)
+        return conn
 
     # -- the thread --------------------------------------------------------------------------
     def _main(self, ready: concurrent.futures.Future[None]) -> None:
@@ -199,7 +273,61 @@ class Database:
         conn.execute("PRAGMA synchronous=FULL")  # a COMMIT is durable when it returns
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         return conn
+
+    def _open_helper(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+        conn.execute("PRAGMA synchronous=FULL")  # checkpoints: fsync WAL, then the database
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA query_only=ON")  # checkpoints are allowed, writes are not
+        return conn
+
+    def _reader_main(self, opened: concurrent.futures.Future[None]) -> None:
+        try:
+            conn = self._open_helper()
+        except BaseException as exc:
+            opened.set_exception(translate_error(exc))
+            return
+        opened.set_result(None)
+        try:
+            while True:
+                job = self._reads.get()
+                if job is _STOP:
+                    return
+                assert isinstance(job, _Job)
+                self._run_read(conn, job)
+        finally:
+            conn.close()
+
+    def _checkpoint_main(self, opened: concurrent.futures.Future[None]) -> None:
+        try:
+            conn = self._open_helper()
+        except BaseException as exc:
+            opened.set_exception(translate_error(exc))
+            return
+        opened.set_result(None)
+        try:
+            while self._checkpoints.get() is not _STOP:
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # the writer's backstop checkpoint remains
+                    event("store.checkpoint.failed", level=logging.WARNING, error=str(exc))
+                self._checkpoint_asked = False
+        finally:
+            conn.close()
+
+    def _maybe_checkpoint(self) -> None:
+        """After a COMMIT: wake the checkpoint thread when the WAL has grown large."""
+        if self._checkpoint_asked or not self._helpers:
+            return
+        try:
+            size = os.stat(self._wal).st_size
+        except OSError:
+            return
+        if size >= CHECKPOINT_BYTES:
+            self._checkpoint_asked = True
+            self._checkpoints.put(None)
 
     def _loop(self, conn: sqlite3.Connection) -> None:
         while True:
@@ -218,7 +346,7 @@ class Database:
                     break
                 batch.append(item)  # type: ignore[arg-type]
             for job in batch:
-                if not job.write:
+                if not job.write:  # submitted before the reader thread started
                     self._run_read(conn, job)
             writes = [job for job in batch if job.write]
             if writes:
@@ -232,7 +360,11 @@ class Database:
         self._read_units += 1
         unit = Unit(conn, self._clock.now())
         try:
-            value = job.work(unit)
+            conn.execute("BEGIN")  # one snapshot for every statement of the unit
+            try:
+                value = job.work(unit)
+            finally:
+                conn.execute("COMMIT")  # ends the read transaction (nothing to write)
         except BaseException as exc:
             job.future.set_exception(translate_error(exc))
         else:
@@ -279,6 +411,8 @@ class Database:
                 self._commits += 1
             except sqlite3.Error as exc:
                 self._abandon(conn, done, exc)
+            else:
+                self._maybe_checkpoint()
         self._finish(conn, done)
 
     def _abandon(

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
     """Make the directory entries of ``path`` durable (POSIX: fsync on the directory)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

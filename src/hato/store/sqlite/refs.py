@@ -5,8 +5,15 @@ A blob is referenced while any message row or live outbound queue entry names it
 ``dropped``: blobs no row refers to any more go into ``orphan_blobs`` in the same transaction
 and are deleted after the commit (``store.py``); a crash before the deletion leaves the row,
 and the next start deletes the file. A unit that
-stores a freshly written blob calls ``used``, so its writer's pin is released when the unit
-has finished, committed or not (``blobs.FileBlobStore.release``).
+stores a freshly written blob calls ``used``, so its writer's pin is released once the unit
+has committed (``blobs.FileBlobStore.release``).
+
+The body journal (``blob_journal``): a small body whose file was not fsynced by its writer
+(``blobs.py``: bodies up to ``INLINE_MAX``) is written into this table by ``used``, in the
+same transaction as the rows that refer to it, so the one group-committed fsync of the WAL
+makes the body durable together with the message ("250" needs no per-message file or
+directory fsync). The blob janitor then fsyncs the file and gives it its address, and a later
+transaction deletes the row; at start every row left is written out to its address first.
 
 Left out: nothing of the contract; deletion itself is done by the store, after the commit.
 """
@@ -15,12 +22,37 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from typing import Protocol
 
 from hato.store.sqlite import textindex
 from hato.store.sqlite.db import Unit
 
 ORPHANS = "orphans"  # unit.memo key: blob ids whose last reference this unit dropped
 USED = "used_blobs"  # unit.memo key: blob ids this unit stored messages for
+BODIES = "pending_bodies"  # unit.memo key: the blob store's ``PendingBodies`` (set by the store)
+
+
+class PendingBodies(Protocol):
+    """Bodies committed by writers without a file fsync (``blobs.FileBlobStore``)."""
+
+    def pending_body(self, blob_id: str) -> bytes | None: ...
+
+
+def migrate_blob_journal(conn: sqlite3.Connection) -> None:
+    """Schema step adding the body journal (appended to ``schema.MIGRATIONS``)."""
+    conn.execute("CREATE TABLE blob_journal (blob_id TEXT PRIMARY KEY, data BLOB NOT NULL)")
+
+
+def journal_rows(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
+    """Every journalled body (start-up recovery)."""
+    return [
+        (str(r[0]), bytes(r[1])) for r in conn.execute("SELECT blob_id, data FROM blob_journal")
+    ]
+
+
+def forget_journalled(conn: sqlite3.Connection, blob_ids: Iterable[str]) -> None:
+    """Their files are durable at their address: the journal rows can go."""
+    conn.executemany("DELETE FROM blob_journal WHERE blob_id = ?", [(b,) for b in blob_ids])
 
 
 def referenced(conn: sqlite3.Connection, blob_id: str) -> bool:
@@ -40,14 +72,21 @@ def dropped(unit: Unit, blob_ids: Iterable[str]) -> None:
     orphans: set[str] = unit.memo.setdefault(ORPHANS, set())
     for blob_id in set(blob_ids):
         if not referenced(unit.conn, blob_id):
-            unit.conn.execute(
-                "INSERT OR IGNORE INTO orphan_blobs (blob_id) VALUES (?)", (blob_id,)
-            )
+            unit.conn.execute("INSERT OR IGNORE INTO orphan_blobs (blob_id) VALUES (?)", (blob_id,))
             orphans.add(blob_id)
             textindex.forget(unit.conn, blob_id)  # its full-text document goes too
+            unit.conn.execute("DELETE FROM blob_journal WHERE blob_id = ?", (blob_id,))
 
 
 def used(unit: Unit, blob_id: str) -> None:
-    """This unit stores messages for ``blob_id`` (releases the writer's pin when it ends)."""
+    """This unit stores messages for ``blob_id``: journal its body if its file is not durable
+    yet (RFC 5321 §6.1: the body is on disk when the unit commits), and release the writer's
+    pin once the unit has committed."""
     used_ids: list[str] = unit.memo.setdefault(USED, [])
     used_ids.append(blob_id)
+    bodies: PendingBodies | None = unit.memo.get(BODIES)
+    body = bodies.pending_body(blob_id) if bodies is not None else None
+    if body is not None:
+        unit.conn.execute(
+            "INSERT OR IGNORE INTO blob_journal (blob_id, data) VALUES (?, ?)", (blob_id, body)
+        )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from hato.core.errors import SchemaVersionError
 from hato.store.sqlite.queue import migrate_queue
+from hato.store.sqlite.refs import migrate_blob_journal
 from hato.store.sqlite.reporting import migrate_reporting
 from hato.store.sqlite.reports import migrate_reports
 from hato.store.sqlite.sieve import migrate_sieve_tables
@@ -114,6 +115,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     migrate_fulltext,
     migrate_reports,
     migrate_reporting,
+    migrate_blob_journal,
 )
 
 

@@ -63,8 +63,8 @@ from hato.store.sqlite import (
     textindex,
 )
 from hato.store.sqlite.blobs import PIN_TTL, FileBlobStore
-from hato.store.sqlite.dirsync import fsync_dir
 from hato.store.sqlite.db import CommitStats, Database, Unit
+from hato.store.sqlite.dirsync import fsync_dir
 from hato.store.sqlite.queue import QueueMethods
 from hato.store.sqlite.reporting import ReportingMethods
 from hato.store.sqlite.reports import ReportMethods
@@ -95,7 +95,7 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
             prologue=self._clear_orphans,
             epilogue=self._sweep_abandoned,
         )
-        self._indexer = textindex.Indexer(self._read, self._write, self._blobs.path)
+        self._indexer = textindex.Indexer(self._read, self._write, self._blobs.open)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def _start(self) -> None:
@@ -109,7 +109,9 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
         before = schema.migrate(conn, migrations)
         if before != len(migrations):
             event("store.schema.migrated", from_version=before, to_version=len(migrations))
-        temps, swept = self._blobs.recover(functools.partial(refs.referenced, conn))
+        journal = refs.journal_rows(conn)
+        temps, swept = self._blobs.recover(functools.partial(refs.referenced, conn), journal)
+        refs.forget_journalled(conn, [b for b, _data in journal])  # written out and fsynced
         for (blob_id,) in conn.execute("SELECT blob_id FROM orphan_blobs").fetchall():
             if not refs.referenced(conn, blob_id) and self._blobs.delete(blob_id):
                 swept += 1
@@ -135,9 +137,14 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
     async def _read(self, fn: Callable[[Unit], T]) -> T:
         return await self._db.read(fn)
 
+    async def _lookup(self, fn: Callable[[Unit], T]) -> T:
+        """A point lookup: run on the caller's thread (``Database.lookup``)."""
+        return await self._db.lookup(fn)
+
     async def _write(self, fn: Callable[[Unit], T]) -> T:
         def work(unit: Unit) -> T:
             unit.memo[textindex.CACHE_KEY] = self._blobs.texts
+            unit.memo[refs.BODIES] = self._blobs  # small bodies to journal (refs.used)
             try:
                 return fn(unit)
             finally:
@@ -191,13 +198,15 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
             self._cleared |= blob_ids
 
     def _clear_orphans(self, conn: sqlite3.Connection) -> None:
-        """Prologue of every write transaction: forget orphan rows whose blob is gone."""
+        """Prologue of every write transaction: forget orphan rows whose blob is gone, and
+        journalled bodies whose file the blob janitor made durable."""
         with self._cleared_lock:
             cleared, self._cleared = self._cleared, set()
         if cleared:
             conn.executemany(
                 "DELETE FROM orphan_blobs WHERE blob_id = ?", [(b,) for b in cleared]
             )
+        refs.forget_journalled(conn, self._blobs.take_materialized())
 
     # -- domains -----------------------------------------------------------------------------
     async def add_domain(self, name: str) -> Domain:
@@ -210,7 +219,7 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
         return await self._read(accounts.list_domains)
 
     async def has_domain(self, name: str) -> bool:
-        return await self._read(lambda u: accounts.has_domain(u, name))
+        return await self._lookup(lambda u: accounts.has_domain(u, name))
 
     # -- accounts ----------------------------------------------------------------------------
     async def add_account(
@@ -221,10 +230,10 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
         )
 
     async def get_account(self, address: str) -> Account | None:
-        return await self._read(lambda u: accounts.get_account(u, address))
+        return await self._lookup(lambda u: accounts.get_account(u, address))
 
     async def get_account_by_id(self, account_id: int) -> Account | None:
-        return await self._read(lambda u: accounts.get_account_by_id(u, account_id))
+        return await self._lookup(lambda u: accounts.get_account_by_id(u, account_id))
 
     async def list_accounts(self, domain: str | None = None) -> list[Account]:
         return await self._read(lambda u: accounts.list_accounts(u, domain))
@@ -246,7 +255,7 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
         return await self._write(lambda u: accounts.add_alias(u, source, targets))
 
     async def get_alias(self, source: str) -> Alias | None:
-        return await self._read(lambda u: accounts.get_alias(u, source))
+        return await self._lookup(lambda u: accounts.get_alias(u, source))
 
     async def list_aliases(self, domain: str | None = None) -> list[Alias]:
         return await self._read(lambda u: accounts.list_aliases(u, domain))
@@ -259,10 +268,10 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
         return await self._read(lambda u: mailboxes.list_all(u, account_id))
 
     async def get_mailbox(self, account_id: int, name: str) -> Mailbox | None:
-        return await self._read(lambda u: mailboxes.get_by_name(u, account_id, name))
+        return await self._lookup(lambda u: mailboxes.get_by_name(u, account_id, name))
 
     async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox | None:
-        return await self._read(lambda u: mailboxes.get_by_id(u, mailbox_id))
+        return await self._lookup(lambda u: mailboxes.get_by_id(u, mailbox_id))
 
     async def create_mailbox(
         self, account_id: int, name: str, *, special_use: str | None = None
@@ -406,7 +415,7 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
         return await self._read(lambda u: sieve.get_script(u, account_id, name))
 
     async def get_active_script(self, account_id: int) -> SieveScript | None:
-        return await self._read(lambda u: sieve.get_active_script(u, account_id))
+        return await self._lookup(lambda u: sieve.get_active_script(u, account_id))
 
     async def put_script(
         self,
