@@ -187,6 +187,9 @@ class Harness:
         async def shutdown() -> None:
             if self.service is not None:
                 await self.service.stop(timeout=2)
+                # a connection asyncio accepted just before stop() may still be between
+                # accept and connection_made: let it arrive and be closed before the loop ends
+                await asyncio.sleep(0.1)
             if self.store is not None:
                 await self.store.close()
 

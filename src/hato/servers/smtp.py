@@ -340,13 +340,13 @@ class SmtpService:
 
         def opened(conn: Connection) -> None:
             ip = conn.remote_ip
+            self._open.add(conn)
+            conn.lost_callback(self._open.discard)
             if self.stopping:
-                # accepted from the backlog while (or after) stop() ran: nobody would close it
+                # accepted from the backlog while stop() runs: close it (stop() waits for it)
                 assert conn.transport is not None
                 conn.transport.abort()
                 return
-            self._open.add(conn)
-            conn.lost_callback(self._open.discard)
             if (
                 self._total >= self.settings.max_connections
                 or self._per_ip[ip] >= self.settings.max_connections_per_ip
@@ -381,6 +381,11 @@ class SmtpService:
         for _spec, server in self._servers:
             server.close()
         self._servers = []
+        # Sockets accepted just before close() are still being set up in loop callbacks
+        # (accept task → transport → connection_made): let them get there, where they are
+        # aborted now that we are stopping, instead of outliving the service unclosed.
+        for _ in range(3):
+            await asyncio.sleep(0)
         pending = set(self._sessions)
         if pending and timeout > 0:
             _done, pending = await asyncio.wait(pending, timeout=timeout)

@@ -74,7 +74,7 @@ from hato.store.sqlite.textindex import TextCache
 __all__ = ["PIN_TTL", "FileBlobStore", "FileBlobWriter", "fsync_dir"]
 
 _BLOB_ID = re.compile(r"[0-9a-f]{64}")
-_MARKER = re.compile(r"([0-9a-f]{64})\.[0-9a-f]+\.pending")  # journal of Hato before 0.2
+_MARKER = re.compile(r"([0-9a-f]{64})\.[0-9a-f]+\.pending")  # earlier Hato versions
 _CHUNK = 1 << 16
 NEW_DIR = "new"
 PIN_TTL = 3600.0  # seconds a committed blob waits for a unit that stores it
