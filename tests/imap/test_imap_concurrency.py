@@ -33,6 +33,9 @@ def test_authenticate_scram_sha_256(imap_env: EnvFactory) -> None:
 
 
 def _uid_map(client: object) -> list[int]:
+    # imaplib keeps unsolicited FETCH responses (other sessions' flag changes seen at NOOP)
+    # and returns them with the next FETCH's data: drop them so only 1:* (UID) is read.
+    client.response("FETCH")  # type: ignore[attr-defined]
     typ, data = client.fetch("1:*", "(UID)")  # type: ignore[attr-defined]
     assert typ == "OK"
     return [int(re.search(rb"UID (\d+)", d).group(1)) for d in data if d]  # type: ignore
