@@ -13,6 +13,10 @@
 4. Idle connections: memory (PSS of the server's process tree) before and after ``--idle``
    connections that logged in, selected INBOX and sit in IDLE.
 
+Server CPU (user + system seconds of the server's process tree, ``tree_cpu_seconds``) is
+measured around phases 2 and 3: CPU per operation is less sensitive than wall time to the
+other load on a shared machine.
+
 Usage (as root: Dovecot serves the mail as ``nobody``):
 ``cd /work/main && PYTHONPATH=src python3 bench/imap.py [--big 100000] [--mix-messages 2000]
 [--clients 10] [--seconds 30] [--idle 200] [--cache DIR] [--profile hato.prof]``
@@ -44,6 +48,7 @@ from imap_peers import (
     DovecotProcess,
     HatoProcess,
     rss_kib,
+    tree_cpu_seconds,
     tree_pss_kib,
 )
 
@@ -51,7 +56,9 @@ from imap_peers import (
 @dataclass
 class ServerResults:
     big: dict[str, float] | None = None
+    big_cpu: float = 0.0  # server CPU seconds for the whole big-mailbox phase
     mix: MixResult | None = None
+    mix_cpu: float = 0.0  # server CPU seconds during the mix
     idle: dict[str, float] | None = None
 
 
@@ -231,16 +238,23 @@ async def _measure(args: argparse.Namespace, phases: set[str], hato: HatoProcess
     results = {"hato": ServerResults(), "dovecot": ServerResults()}
     servers = (("dovecot", dovecot.port, dovecot.pid), ("hato", hato.port, hato.pid))
     if "big" in phases and args.big:
-        for name, port, _ in servers:
+        for name, port, pid in servers:
+            cpu = tree_cpu_seconds(pid)
             results[name].big = await big_mailbox(port)
-            print(f"{name} big mailbox: {results[name].big}", flush=True)
+            results[name].big_cpu = tree_cpu_seconds(pid) - cpu
+            print(f"{name} big mailbox: {results[name].big}, server CPU "
+                  f"{results[name].big_cpu:.2f} s", flush=True)
     if "mix" in phases:
-        for name, port, _ in servers:
+        for name, port, pid in servers:
+            cpu = tree_cpu_seconds(pid)
             mix = await run_mix(port, clients=args.clients, seconds=args.seconds,
                                 uids=args.mix_messages, user=USER, password=PASSWORD)
             results[name].mix = mix
+            results[name].mix_cpu = tree_cpu_seconds(pid) - cpu
             print(f"{name} mix: {mix.ops} ops in {mix.seconds:.1f} s = {mix.per_second:.1f}/s, "
-                  f"{mix.errors} errors {mix.error_samples}", flush=True)
+                  f"{mix.errors} errors {mix.error_samples}, server CPU "
+                  f"{results[name].mix_cpu:.1f} s = "
+                  f"{1000 * results[name].mix_cpu / max(mix.ops, 1):.2f} ms/op", flush=True)
     if "idle" in phases:
         for name, port, pid in servers:
             results[name].idle = await idle_memory(port, pid, args.idle)
@@ -256,6 +270,8 @@ def _report(args: argparse.Namespace, results: dict[str, ServerResults]) -> None
         print(_row(f"mix ops/s ({args.clients} clients, {args.seconds:g} s)", hm.per_second,
                    dm.per_second, "ops/s", higher=True))
         print(f"| mix errors | {hm.errors} | {dm.errors} | |")
+        print(_row("mix server CPU per op", 1000 * hato.mix_cpu / max(hm.ops, 1),
+                   1000 * dovecot.mix_cpu / max(dm.ops, 1), "ms"))
         for op in sorted(hm.latencies):
             print(_row(f"mix {op} median", hm.latency_ms(op), dm.latency_ms(op), "ms"))
     if hato.big is not None and dovecot.big is not None:
@@ -263,6 +279,7 @@ def _report(args: argparse.Namespace, results: dict[str, ServerResults]) -> None
         for key in ("select_first", "select", "fetch_flags", "search_rare", "search_common"):
             print(_row(f"{args.big} msgs: {key}", hb[key], db[key]))
         print(f"| rare word hits | {hb['rare_hits']:.0f} | {db['rare_hits']:.0f} | |")
+        print(_row("big mailbox phase: server CPU", hato.big_cpu, dovecot.big_cpu))
     if hato.idle is not None and dovecot.idle is not None:
         hi, di = hato.idle, dovecot.idle
         print(f"| memory per idle connection (PSS, {args.idle} conns) | "

@@ -11,7 +11,8 @@
 
 Memory: ``rss_kib`` is a process's VmRSS; ``tree_pss_kib`` sums the proportional set size
 of a process and all its descendants (Dovecot runs one ``imap`` process per connection, and
-PSS counts their shared pages once).
+PSS counts their shared pages once). CPU: ``tree_cpu_seconds`` sums the same tree's user and
+system time, reaped children included.
 
 Security: everything listens on 127.0.0.1 only; files are created under the benchmark's own
 temporary directory.
@@ -246,6 +247,22 @@ def tree_pss_kib(pid: int) -> tuple[int, int]:
                 count += 1
                 break
     return total, count
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants, with the children each
+    has reaped (Dovecot's per-connection ``imap`` processes end up in the master's)."""
+    tree = _children()
+    todo, ticks = [pid], 0
+    while todo:
+        current = todo.pop()
+        todo.extend(tree.get(current, []))
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,13 @@
 
 Drives both servers with Postfix's ``smtp-source`` (10 sessions, messages of 1 KB and 100 KB,
 several messages per session) in the same run, and reports messages per second accepted *and
-stored*: for Hato "250" already means fsynced and committed; for Postfix the clock stops when
-the last message is in the Maildir (local delivery via ``virtual_mailbox_domains``). Then
-measures Hato's peak RSS growth while it receives one 50 MB message.
+stored*: for Hato "250" already means durable (journalled in the committed WAL, or fsynced);
+for Postfix the clock stops when the last message is in the Maildir (local delivery via
+``virtual_mailbox_domains``). Also reports Hato's CPU per message (user + system, all
+threads, from /proc) and what runs behind delivery: how long (and how much CPU) its
+full-text indexer and its blob janitor (bodies from the database journal into files) took
+to catch up after the run. Then measures Hato's peak RSS growth while it receives one 50 MB
+message.
 
 Usage (as root, from the project root):
     PYTHONPATH=src python3 bench/smtp_receive.py [--small 2000] [--large 300]
@@ -15,14 +19,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import pwd
 import shutil
 import smtplib
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +92,11 @@ class Hato:
             raise RuntimeError(f"hato did not start: {line!r}")
         self.port = int(line.split()[1])
 
+    def cpu_seconds(self) -> float:
+        """CPU time of the server process so far (user + system, every thread)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def status(self, field: str) -> int:
         """A /proc/PID/status field in KiB (VmRSS, VmHWM)."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -111,11 +123,47 @@ def smtp_source(port: int, *, count: int, size: int) -> float:
     return time.perf_counter() - started
 
 
-def hato_run(work: Path, *, count: int, size: int) -> float:
-    server = Hato(work / f"hato-{size}")
+@dataclass(frozen=True)
+class HatoRun:
+    rate: float  # messages per second accepted and stored
+    cpu_ms: float  # server CPU per message while receiving
+    behind_s: float  # seconds until the work behind delivery was done after the run
+    behind_cpu_ms: float  # server CPU per message meanwhile
+
+
+def _work_behind(db: Path) -> int:
+    """Work left behind delivery: full-text documents waiting for the background indexer
+    (textindex.py) and bodies in the journal waiting for the blob janitor (janitor.py)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        (count,) = conn.execute(
+            "SELECT (SELECT count(*) FROM fulltext_docs WHERE state = 1)"
+            " + (SELECT count(*) FROM blob_journal)"
+        ).fetchone()
+        return int(count)
+
+
+def hato_run(work: Path, *, count: int, size: int) -> HatoRun:
+    data = work / f"hato-{size}"
+    server = Hato(data)
     try:
         smtp_source(server.port, count=10, size=size)  # warm up (imports, first fsyncs)
-        return count / smtp_source(server.port, count=count, size=size)
+        cpu = server.cpu_seconds()
+        seconds = smtp_source(server.port, count=count, size=size)
+        received = server.cpu_seconds()
+        # Text indexing and the bodies' files come behind delivery: how long and how much
+        # CPU until they caught up.
+        started = time.perf_counter()
+        deadline = time.monotonic() + 900
+        while _work_behind(data / "hato.db") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        behind_s = time.perf_counter() - started
+        done = server.cpu_seconds()
+        return HatoRun(
+            rate=count / seconds,
+            cpu_ms=(received - cpu) * 1000 / count,
+            behind_s=behind_s,
+            behind_cpu_ms=(done - received) * 1000 / count,
+        )
     finally:
         server.stop()
 
@@ -201,10 +249,16 @@ def main() -> None:
             rows.append((label, count, hato, postfix))
         baseline, growth, seconds = hato_peak_rss(work)
     print(f"smtp-source -d -s {SESSIONS}, one recipient, {os.cpu_count()} CPUs\n")
-    print("| message size | messages | Hato msg/s | Postfix msg/s | Hato / Postfix |")
-    print("|---|---|---|---|---|")
+    print(
+        "| message size | messages | Hato msg/s | Postfix msg/s | Hato / Postfix "
+        "| Hato CPU ms/msg | after the run: index and files caught up |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for label, count, hato, postfix in rows:
-        print(f"| {label} | {count} | {hato:.0f} | {postfix:.0f} | {hato / postfix:.2f}× |")
+        print(
+            f"| {label} | {count} | {hato.rate:.0f} | {postfix:.0f} | {hato.rate / postfix:.2f}× "
+            f"| {hato.cpu_ms:.2f} | {hato.behind_s:.1f} s, {hato.behind_cpu_ms:.2f} CPU ms/msg |"
+        )
     print(
         f"\nHato peak RSS while receiving one 50 MB message: baseline {baseline / 1024:.1f} MiB,"
         f" growth {growth / 1024:.1f} MiB, {seconds:.1f} s"

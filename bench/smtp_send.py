@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -64,7 +67,14 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("smtp-sink did not start")
 
 
-async def hato_run(data_dir: Path, port: int, messages: int) -> float:
+async def hato_run(
+    data_dir: Path,
+    port: int,
+    messages: int,
+    *,
+    profiler: cProfile.Profile | None = None,
+    cpu: dict[str, float] | None = None,
+) -> float:
     from hato.core.dns import StaticResolver
     from hato.outbound.queue import OutboundSettings, QueueRunner
     from hato.outbound.routing import Relay
@@ -89,6 +99,11 @@ async def hato_run(data_dir: Path, port: int, messages: int) -> float:
             )
         for start in range(0, len(entries), 500):
             await store.enqueue(entries[start : start + 500])
+        # Like Postfix's queue files, the bodies are durable at their address before the
+        # clock starts: the blob janitor's fsyncs of the load do not count as sending.
+        await asyncio.to_thread(store.blobs.flush)
+        await store.purge_queue(before=0)  # a write: its prologue drops the journal rows
+        await asyncio.sleep(0.5)
         settings = OutboundSettings(
             hostname="out.example.test",
             transports={"sink.test": Relay(SINK_HOST, port)},
@@ -99,6 +114,9 @@ async def hato_run(data_dir: Path, port: int, messages: int) -> float:
         )
         runner = QueueRunner(settings, store=store, resolver=StaticResolver())
         started = time.monotonic()
+        cpu_started = thread_cpu()
+        if profiler is not None:
+            profiler.enable()
         await runner.start()
         final = tuple(s.value for s in QueueState if s.final)
 
@@ -110,6 +128,10 @@ async def hato_run(data_dir: Path, port: int, messages: int) -> float:
         while await store._read(live):
             await asyncio.sleep(0.02)
         elapsed = time.monotonic() - started
+        if profiler is not None:
+            profiler.disable()
+        if cpu is not None:
+            cpu.update(cpu_by_thread(cpu_started, thread_cpu()))
         await runner.stop(timeout=5)
         delivered = await store.list_queue([QueueState.DELIVERED])
         if len(delivered) != messages:
@@ -119,7 +141,7 @@ async def hato_run(data_dir: Path, port: int, messages: int) -> float:
         await store.close()
 
 
-def postfix_run(base: Path, port: int, messages: int) -> float:
+def postfix_run(base: Path, port: int, messages: int, cpu: list[float] | None = None) -> float:
     from postfixkit import PostfixInstance
 
     postfix = PostfixInstance(
@@ -159,7 +181,9 @@ def postfix_run(base: Path, port: int, messages: int) -> float:
             if time.monotonic() > deadline:
                 raise RuntimeError("postfix did not hold every message")
             time.sleep(0.1)
+        master = int((base / "queue" / "pid" / "master.pid").read_text().split()[0])
         started = time.monotonic()
+        cpu_started = tree_cpu(master)
         subprocess.run([POSTSUPER, "-c", config, "-H", "ALL"], check=True, capture_output=True)
         subprocess.run([POSTQUEUE, "-c", config, "-f"], check=True, capture_output=True)
         deadline = time.monotonic() + 600
@@ -167,28 +191,126 @@ def postfix_run(base: Path, port: int, messages: int) -> float:
             if time.monotonic() > deadline:
                 raise RuntimeError("postfix did not send every message")
             time.sleep(0.05)
-        return time.monotonic() - started
+        elapsed = time.monotonic() - started
+        if cpu is not None:
+            cpu.append(tree_cpu(master) - cpu_started)
+        return elapsed
     finally:
         postfix.stop()
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of process ``root`` and its descendants, plus those of
+    the children it reaped (Linux ``/proc``): Postfix's master and its daemons."""
+    tick = os.sysconf("SC_CLK_TCK")
+    fields: dict[int, list[str]] = {}
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        fields[int(proc.name)] = stat
+        children.setdefault(int(stat[1]), []).append(int(proc.name))  # ppid
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        stat = fields.get(pid)
+        if stat is None:
+            continue
+        total += int(stat[11]) + int(stat[12])  # utime, stime
+        if pid == root:
+            total += int(stat[13]) + int(stat[14])  # cutime, cstime: reaped children
+        stack.extend(children.get(pid, ()))
+    return total / tick
+
+
+def thread_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) of every thread of this process, by thread id (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        found[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return found
+
+
+def cpu_by_thread(before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
+    """CPU spent between two ``thread_cpu`` snapshots, by thread name (worker threads of the
+    default executor added up under one name)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    spent: dict[str, float] = {}
+    for tid, seconds in after.items():
+        name = names.get(tid, "exited thread")
+        if name.startswith("asyncio_"):
+            name = "to_thread workers"
+        elif name.startswith("hato-db"):
+            name = name.partition(":")[0]
+        spent[name] = spent.get(name, 0.0) + seconds - before.get(tid, 0.0)
+    return spent
+
+
+def hato_only(data_dir: Path, port: int, messages: int, profile: Path | None) -> None:
+    """Hato's run alone: msg/s and the process CPU time per message (every thread: the event
+    loop, the database thread, blob reads); with ``profile``, under cProfile counting the
+    event loop thread's CPU time (``time.thread_time``), stats written to ``profile``."""
+    import pstats
+
+    profiler = cProfile.Profile(time.thread_time) if profile is not None else None
+    cpu: dict[str, float] = {}
+    elapsed = asyncio.run(hato_run(data_dir, port, messages, profiler=profiler, cpu=cpu))
+    total = sum(cpu.values())
+    print(f"hato: {messages / elapsed:.1f} msg/s; process CPU {1000 * total / messages:.3f} ms/msg")
+    for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        if seconds > 0:
+            print(f"  {name}: {1000 * seconds / messages:.3f} ms/msg")
+    if profiler is not None and profile is not None:
+        profiler.dump_stats(profile)
+        loop_cpu = pstats.Stats(str(profile)).total_tt  # type: ignore[attr-defined]
+        print(f"event loop thread CPU (profiled): {1000 * loop_cpu / messages:.3f} ms/msg")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--hato-only", action="store_true", help="Hato alone, with its CPU/msg")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="Hato alone under cProfile; stats written to FILE"
+    )
     args = parser.parse_args()
     port = free_port(SINK_HOST)
     sink = start_sink(port)
     try:
         with tempfile.TemporaryDirectory(prefix="hato-bench-send-") as tmp:
-            hato = asyncio.run(hato_run(Path(tmp) / "hato", port, args.messages))
-            postfix = postfix_run(Path(tmp) / "postfix", port, args.messages)
+            if args.hato_only or args.profile:
+                profile = Path(args.profile) if args.profile else None
+                hato_only(Path(tmp) / "hato", port, args.messages, profile)
+                return
+            hato_cpu: dict[str, float] = {}
+            postfix_cpu: list[float] = []
+            hato = asyncio.run(hato_run(Path(tmp) / "hato", port, args.messages, cpu=hato_cpu))
+            postfix = postfix_run(Path(tmp) / "postfix", port, args.messages, postfix_cpu)
     finally:
         sink.terminate()
         sink.wait(10)
     n = args.messages
-    print("| messages | Hato msg/s | Postfix msg/s | Hato / Postfix |")
-    print("|---|---|---|---|")
-    print(f"| {n} | {n / hato:.1f} | {n / postfix:.1f} | {postfix / hato:.2f} |")
+    hato_ms = 1000 * sum(hato_cpu.values()) / n
+    postfix_ms = 1000 * postfix_cpu[0] / n
+    print(
+        "| messages | Hato msg/s | Postfix msg/s | Hato / Postfix "
+        "| Hato CPU ms/msg | Postfix CPU ms/msg |"
+    )
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| {n} | {n / hato:.1f} | {n / postfix:.1f} | {postfix / hato:.2f} "
+        f"| {hato_ms:.2f} | {postfix_ms:.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ async def sasl_login(
     while not step.done:
         assert step.challenge is not None
         step = await exchange.step(client.respond(step.challenge))
-    if isinstance(client, sasl.ScramSha256Client):
+    if isinstance(client, sasl.ScramClient):
         assert client.verified
     return step
 
@@ -96,6 +96,12 @@ def test_make_credentials() -> None:
     assert len(keys.salt) == 16
     assert keys == sasl.ScramSecrets.from_password(PASSWORD, salt=keys.salt, iterations=4096)
     assert make_credentials(PASSWORD).scram_sha256 != creds.scram_sha256  # random salt
+    assert creds.scram_sha1 is not None  # RFC 5804 §2.1 (ManageSieve) needs SCRAM-SHA-1
+    sha1 = sasl.ScramSecrets.parse(creds.scram_sha1, digest="sha1")
+    assert len(sha1.stored_key) == 20 and sha1.salt != keys.salt
+    assert sha1 == sasl.ScramSecrets.from_password(
+        PASSWORD, salt=sha1.salt, iterations=4096, digest="sha1"
+    )
     with pytest.raises(ValueError):
         make_credentials(PASSWORD, scram_iterations=1000)
 
@@ -120,6 +126,8 @@ def test_mechanisms(tmp_path: Path) -> None:
             loopback = demo.mechanisms(secure=False, remote_ip="127.0.0.1")
             assert loopback == ["SCRAM-SHA-256", "PLAIN", "LOGIN"]
             assert demo.mechanisms(secure=False, remote_ip="192.0.2.1") == []
+            sieve = auth.mechanisms(secure=True, scram_sha1=True)
+            assert sieve == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "LOGIN"]
 
     run(main)
 
@@ -171,7 +179,7 @@ def test_plaintext_requires_tls_except_demo_loopback(tmp_path: Path) -> None:
     run(main)
 
 
-@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "SCRAM-SHA-256"])
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "SCRAM-SHA-256", "SCRAM-SHA-1"])
 def test_sasl_success_and_failure(tmp_path: Path, mechanism: str) -> None:
     async def main() -> None:
         async with alice_store(tmp_path) as (store, alice):
@@ -185,7 +193,7 @@ def test_sasl_success_and_failure(tmp_path: Path, mechanism: str) -> None:
             await store.set_enabled(KEY, False)
             with pytest.raises(AuthError) as info:
                 await sasl_login(auth, mechanism, USER, PASSWORD)
-            if mechanism == "SCRAM-SHA-256":
+            if mechanism.startswith("SCRAM-"):
                 # Disabled accounts fail at the proof, exactly like a wrong password.
                 assert isinstance(info.value, sasl.SaslError)
                 assert info.value.server_error == "invalid-proof"
@@ -312,6 +320,23 @@ def test_login_upgrades_old_credentials(tmp_path: Path) -> None:
             assert upgraded.scram_sha256 is not None and not needs_rehash(upgraded.password_hash)
             # SCRAM now works for an account created without SCRAM keys.
             step = await sasl_login(auth, "SCRAM-SHA-256", USER, PASSWORD)
+            assert step.account is not None and step.account.address == KEY
+
+    run(main)
+
+
+def test_login_adds_scram_sha1_keys_to_accounts_made_before_them(tmp_path: Path) -> None:
+    fresh = make_credentials(PASSWORD)
+    old = Credentials(password_hash=fresh.password_hash, scram_sha256=fresh.scram_sha256)
+
+    async def main() -> None:
+        async with alice_store(tmp_path, old) as (store, _):
+            auth = Authenticator(store)
+            with pytest.raises(sasl.SaslError):  # no SHA-1 keys yet: fails like a bad proof
+                await sasl_login(auth, "SCRAM-SHA-1", USER, PASSWORD)
+            await auth.check_password(USER, PASSWORD, **TLS)
+            assert (await store.get_account(KEY)).credentials.scram_sha1 is not None
+            step = await sasl_login(auth, "SCRAM-SHA-1", USER, PASSWORD)
             assert step.account is not None and step.account.address == KEY
 
     run(main)

@@ -248,7 +248,7 @@ def run(
     event = server.receive(client.initial())
     for _ in range(5):
         if isinstance(event, sasl.NeedScramSecrets):
-            assert isinstance(server, sasl.ScramSha256Server)
+            assert isinstance(server, sasl.ScramServer)
             event = server.provide(keys)
         if not isinstance(event, sasl.Challenge):
             return event
@@ -270,13 +270,14 @@ names = st.text(min_size=1, max_size=20).filter(_prepared)
 @settings(max_examples=40, deadline=None)
 @given(username=names, password=st.text(min_size=1, max_size=30).filter(lambda p: "\x00" not in p))
 def test_interop_all_mechanisms(username: str, password: str) -> None:
-    keys = sasl.ScramSecrets.from_password(password)
     for name in sasl.MECHANISMS:
+        digest = sasl.SCRAM_DIGESTS.get(name, "sha256")
+        keys = sasl.ScramSecrets.from_password(password, digest=digest)
         client = sasl.client_mechanism(name, username, password)
         event = run(sasl.server_mechanism(name), client, keys)
-        if name == sasl.SCRAM_SHA_256:
+        if name in sasl.SCRAM_DIGESTS:
             assert event == sasl.ScramVerified(username)
-            assert isinstance(client, sasl.ScramSha256Client) and client.verified
+            assert isinstance(client, sasl.ScramClient) and client.verified
         else:
             assert event == sasl.PasswordReceived(username, password)
 
@@ -302,7 +303,7 @@ def test_fuzz_servers_raise_only_auth_errors(mechanism: str, messages: list[byte
         try:
             event = server.receive(message)
             if isinstance(event, sasl.NeedScramSecrets):
-                assert isinstance(server, sasl.ScramSha256Server)
+                assert isinstance(server, sasl.ScramServer)
                 server.provide(pencil_secrets())
         except AuthError:
             return
@@ -342,3 +343,45 @@ def test_fuzz_scram_structured(first: bytes, final: bytes) -> None:
             server.receive(final)
     except AuthError:
         pass
+
+
+# RFC 5802 §5: the SCRAM-SHA-1 example exchange (user "user", password "pencil").
+RFC5802 = [
+    b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+    b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
+    b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+    b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ=",
+]
+
+
+def rfc5802_secrets() -> sasl.ScramSecrets:
+    salt = base64.b64decode("QSXCR+Q6sek8bf92")
+    return sasl.ScramSecrets.from_password("pencil", salt=salt, iterations=4096, digest="sha1")
+
+
+def test_rfc5802_scram_sha1_known_answer_server() -> None:
+    server = sasl.server_mechanism("SCRAM-SHA-1", scram_nonce="3rfcNHYJY1ZVvWVs7j")
+    assert isinstance(server, sasl.ScramSha1Server)
+    assert server.receive(RFC5802[0]) == sasl.NeedScramSecrets("user")
+    assert server.provide(rfc5802_secrets()) == sasl.Challenge(RFC5802[1])
+    assert server.receive(RFC5802[2]) == sasl.Challenge(RFC5802[3])
+    assert server.receive(b"") == sasl.ScramVerified("user")
+
+
+def test_rfc5802_scram_sha1_known_answer_client() -> None:
+    client = sasl.ScramSha1Client("user", "pencil", nonce="fyko+d2lbbFgONRv9qkxdawL")
+    assert client.initial() == RFC5802[0]
+    assert client.respond(RFC5802[1]) == RFC5802[2]
+    assert client.respond(RFC5802[3]) == b""
+    assert client.verified
+
+
+def test_scram_sha1_secrets_round_trip_and_refuse_the_other_hash() -> None:
+    keys = rfc5802_secrets()
+    assert sasl.ScramSecrets.parse(keys.format(), digest="sha1") == keys
+    with pytest.raises(sasl.SaslError):  # 20-byte keys are not SHA-256 keys
+        sasl.ScramSecrets.parse(keys.format())
+    server = sasl.ScramSha256Server()
+    server.receive(b"n,,n=user,r=abc")
+    with pytest.raises(sasl.SaslError):
+        server.provide(keys)

@@ -130,12 +130,67 @@ def test_references_rules() -> None:
     # Subject merging (step 5): two non-replies under a new dummy; a reply under the original.
     messages = [_m(1, "topic"), _m(2, "topic"), _m(3, "topic", reply=True)]
     assert render(references(messages)) == b"((1)(2)(3))"
+    # ...and left with one message (beside a childless dummy), it is replaced by it.
+    messages = [_m(1, "s", msg_id="a@x", refs=("top@x", "e@x", "a@x")),
+                _m(2, "t", msg_id="b@x", refs=("top@x",))]
+    assert render(references(messages)) == b"(1)(2)"
     messages = [_m(1, "topic"), _m(2, "topic", reply=True), _m(3, "other")]
     assert render(references(messages)) == b"(1 2)(3)"
     # Empty subjects are never merged (step 5.B.ii); sibling order is by sent date (step 6).
     messages = [_m(1, "", sent=5), _m(2, "", sent=1), _m(3, "x", msg_id="c@x", sent=3),
                 _m(4, "x", refs=("c@x",), sent=9), _m(5, "x", refs=("c@x",), sent=7)]
     assert render(references(messages)) == b"(2)(3 (5)(4))(1)"
+
+
+def test_references_prunes_dummies_bottom_up() -> None:
+    # Regression (found by test_threads_hold_every_message_once): three messages share the
+    # Message-ID 1@x, so 2 and 3 get unique ids (step 1.A) and hang under 1. Their References
+    # leave a top-level dummy 4@x whose only children are the childless dummies 0@x and 3@x.
+    # Judged top-down it had "two children", stayed, and then was an empty thread whose
+    # subject lookup (step 5.B.i) failed with IndexError; step 3 must judge it after its
+    # children are pruned: it has none, so it goes.
+    messages = [_m(1, "a", msg_id="1@x", refs=("2@x",)),
+                _m(2, "a", msg_id="1@x", refs=("4@x", "0@x", "1@x")),
+                _m(3, "a", msg_id="1@x", refs=("4@x", "3@x", "1@x"))]
+    assert render(references(messages)) == b"(1 (2)(3))"
+    # A top-level dummy is judged by its children after the splice: two, so it stays.
+    messages = [_m(1, msg_id="a@x", refs=("top@x", "gone@x")),
+                _m(2, msg_id="b@x", refs=("top@x",))]
+    assert render(references(messages)) == b"((1)(2))"
+    messages = [_m(1, msg_id="a@x", refs=("top@x", "mid@x")),
+                _m(2, msg_id="b@x", refs=("top@x", "x@x"))]
+    assert render(references(messages)) == b"((1)(2))"
+    # Siblings under a non-top-level dummy are spliced into its parent: no dummy remains.
+    messages = [_m(1, msg_id="a@x", refs=("top@x", "mid@x")), _m(2, msg_id="b@x", refs=("mid@x",))]
+    assert render(references(messages)) == b"((1)(2))"
+    messages = [_m(1, msg_id="a@x", refs=("top@x", "mid@x")),
+                _m(2, msg_id="b@x", refs=("top@x",)),
+                _m(3, msg_id="c@x", refs=("top@x", "empty@x"))]
+    assert render(references(messages)) == b"((1)(2)(3))"
+    # ...and left with one message (beside a childless dummy), it is replaced by it.
+    messages = [_m(1, "s", msg_id="a@x", refs=("top@x", "e@x", "a@x")),
+                _m(2, "t", msg_id="b@x", refs=("top@x",))]
+    assert render(references(messages)) == b"(1)(2)"
+
+
+def test_references_edge_cases() -> None:
+    # A message referencing itself, alone or amid other references: no self-parenting.
+    assert render(references([_m(1, msg_id="a@x", refs=("b@x", "a@x"))])) == b"(1)"
+    # A reference cycle across three messages: one link is refused, all messages stay.
+    messages = [_m(1, msg_id="a@x", refs=("c@x",)), _m(2, msg_id="b@x", refs=("a@x",)),
+                _m(3, msg_id="c@x", refs=("b@x",))]
+    assert render(references(messages)) == b"(3 1 2)"
+    # A duplicate Message-ID referenced later: the reference means the first message.
+    messages = [_m(1, msg_id="a@x"), _m(2, msg_id="a@x", refs=("a@x",)),
+                _m(3, msg_id="c@x", refs=("a@x",))]
+    assert render(references(messages)) == b"(1 (2)(3))"
+    # No Message-ID at all: each message is its own thread unless subjects merge (step 5).
+    assert render(references([_m(1, "s"), _m(2, "t"), _m(3, "s", reply=True)])) == b"(1 3)(2)"
+    # Step 5.C: a dummy-headed thread absorbs a same-subject message; two dummies merge.
+    messages = [_m(1, "s", msg_id="a@x", refs=("p@x",)), _m(2, "s", msg_id="b@x", refs=("p@x",)),
+                _m(3, "s", msg_id="c@x", refs=("q@x",)), _m(4, "s", msg_id="d@x", refs=("q@x",)),
+                _m(5, "s", reply=True)]
+    assert render(references(messages)) == b"((1)(2)(3)(4)(5))"
 
 
 def test_orderedsubject() -> None:
@@ -154,16 +209,28 @@ def test_deep_threads_do_not_recurse() -> None:
     check_response(b"* THREAD " + data + b"\r\n")
 
 
-@given(st.lists(st.tuples(st.integers(0, 12), st.lists(st.integers(0, 12), max_size=4),
-                          st.sampled_from(["a", "b", ""]), st.booleans()), max_size=14))
-@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 12)),
+                          st.lists(st.integers(0, 12), max_size=5),
+                          st.sampled_from(["a", "b", ""]), st.booleans()), max_size=16))
+@settings(max_examples=400, deadline=None)
 def test_threads_hold_every_message_once(
-    spec: list[tuple[int, list[int], str, bool]]
+    spec: list[tuple[int | None, list[int], str, bool]]
 ) -> None:
-    messages = [_m(i + 1, subject, msg_id=f"{mid}@x", refs=tuple(f"{r}@x" for r in refs),
-                   sent=float(i % 3), reply=reply)
+    messages = [_m(i + 1, subject, msg_id=None if mid is None else f"{mid}@x",
+                   refs=tuple(f"{r}@x" for r in refs), sent=float(i % 3), reply=reply)
                 for i, (mid, refs, subject, reply) in enumerate(spec)]
     for tree in (references(messages), ordered_subject(messages)):
+        # Every message exactly once; a dummy only at the top, over two or more messages.
+        seen: list[int] = []
+        pending = [(node, True) for node in tree]
+        while pending:
+            node, top = pending.pop()
+            if node.message is None:
+                assert top and len(node.children) >= 2
+            else:
+                seen.append(node.message.number)
+            pending.extend((child, False) for child in node.children)
+        assert sorted(seen) == list(range(1, len(messages) + 1))
         data = render(tree)
         numbers = sorted(int(n) for n in re.findall(rb"\d+", data))
         assert numbers == list(range(1, len(messages) + 1))

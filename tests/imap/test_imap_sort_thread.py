@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -148,3 +149,63 @@ def test_thread_references_and_orderedsubject(client: tuple[ImapEnv, RawClient])
     assert _thread(raw, b"THREAD REFERENCES US-ASCII NOT SUBJECT topic") == b"((4)(5))(7 8)"
     assert _thread(raw, b"THREAD ORDEREDSUBJECT UTF-8 SUBJECT nothing") == b""
     assert raw.command(b"THREAD REFS UTF-8 ALL")[-1].split(b" ")[1] == b"BAD"
+
+
+def _object_ids(raw: RawClient, program: bytes) -> dict[int, tuple[bytes, bytes]]:
+    """seq -> (EMAILID, THREADID) from the FETCH responses of ``program``."""
+    out: dict[int, tuple[bytes, bytes]] = {}
+    for line in raw.ok(program):
+        match = re.match(rb"\* (\d+) FETCH \(.*EMAILID \((M\d+)\) THREADID \((T\d+)\)", line)
+        if match:
+            out[int(match[1])] = (match[2], match[3])
+    return out
+
+
+def test_fetch_threadid(client: tuple[ImapEnv, RawClient]) -> None:
+    """RFC 8474 §5.2: THREADID groups messages linked by Message-ID / In-Reply-To /
+    References (not by subject: the algorithm is the server's), is kept by COPY, and never
+    takes an EMAILID's value."""
+    _, raw = client
+    _append_all(raw, _thread_messages())
+    ids = _object_ids(raw, b"FETCH 1:* (EMAILID THREADID)")
+    assert sorted(ids) == list(range(1, 9))
+    thread = {seq: t for seq, (_, t) in ids.items()}
+    assert thread[1] == thread[2] == thread[3]  # In-Reply-To, References
+    assert thread[4] == thread[5]  # the same missing parent
+    assert thread[7] == thread[8]  # <"g"@x> is <g@x> (RFC 5256 §3)
+    assert len({thread[1], thread[4], thread[6], thread[7]}) == 4  # 6: subject only
+    assert {e for e, _ in ids.values()}.isdisjoint(set(thread.values()))
+    # RFC 8474 §6: SEARCH THREADID finds the thread's messages; EMAILID one message.
+    assert b"* SEARCH 1 2 3\r\n" in raw.ok(b"SEARCH THREADID " + thread[1])
+    assert b"* SEARCH 5\r\n" in raw.ok(b"SEARCH EMAILID " + ids[5][0])
+    assert b"* SEARCH\r\n" in raw.ok(b"SEARCH THREADID " + ids[5][0])  # an EMAILID value
+    # COPY keeps it; so does a later reply filed in another mailbox.
+    raw.ok(b"CREATE Kept")
+    raw.ok(b"COPY 2 Kept")
+    raw.ok(b'APPEND Kept "01-Feb-2024 00:00:00 +0000" \0',
+           literals=(b"Message-ID: <i@x>\r\nIn-Reply-To: <d@x.example>\r\n\r\nbody\r\n",))
+    raw.ok(b"SELECT Kept")
+    kept = _object_ids(raw, b"FETCH 1:* (EMAILID THREADID)")
+    assert kept == {1: ids[2], 2: (kept[2][0], thread[4])}
+    # UID FETCH answers the same.
+    assert b"THREADID (" + thread[4] + b")" in b"".join(raw.ok(b"UID FETCH 2 THREADID"))
+
+
+def test_mailboxid(client: tuple[ImapEnv, RawClient]) -> None:
+    """RFC 8474 §4: CREATE's OK, SELECT/EXAMINE and STATUS report one MAILBOXID; RENAME keeps
+    it; a mailbox deleted and created again under the same name gets a new one."""
+    _, raw = client
+    created = raw.ok(b"CREATE Projects")[-1]
+    match = re.search(rb"OK \[MAILBOXID \((F\d+)\)\] CREATE completed", created)
+    assert match, created
+    first = match[1]
+    assert b"* OK [MAILBOXID (" + first + b")] Ok\r\n" in raw.ok(b"EXAMINE Projects")
+    raw.ok(b"UNSELECT")
+    raw.ok(b"RENAME Projects Archive/Projects")
+    status = b"".join(raw.ok(b"STATUS Archive/Projects (MAILBOXID MESSAGES)"))
+    assert b"(MAILBOXID (" + first + b") MESSAGES 0)" in status
+    raw.ok(b"DELETE Archive/Projects")
+    again = raw.ok(b"CREATE Archive/Projects")[-1]
+    assert b"MAILBOXID (F" in again and first not in again
+    inbox = b"".join(raw.ok(b"STATUS INBOX (MAILBOXID)"))
+    assert re.search(rb"\(MAILBOXID \(F\d+\)\)", inbox) and first not in inbox

@@ -213,6 +213,10 @@ def test_capabilities() -> None:
     )
     after = ms.Capabilities("Hato", ("PLAIN",), ("fileinto",), owner="a@example.test").render()
     assert b'"OWNER" "a@example.test"\r\n' in after and b"STARTTLS" not in after
+    # RFC 6134 §2.8: EXTLISTS (the URI schemes of the lists) only with the extension
+    lists = ms.Capabilities("Hato", (), ("extlists",), extlists=("mailto", "urn")).render()
+    assert b'"SIEVE" "extlists"\r\n"EXTLISTS" "mailto urn"\r\n' in lists
+    assert b"EXTLISTS" not in caps
 
 
 @settings(max_examples=300, deadline=None)

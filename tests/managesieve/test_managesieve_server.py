@@ -56,7 +56,7 @@ def test_starttls_reissues_capabilities_and_drops_pipelined_input(sieve_env: Any
     ]
     talk = upgrade(env, raw, pipelined=f'AUTHENTICATE "PLAIN" "{PLAIN}"\r\n'.encode())
     caps = talk.until_status()  # RFC 5804 §2.2: capabilities again, without STARTTLS
-    assert b'"SASL" "SCRAM-SHA-256 PLAIN LOGIN"\r\n' in caps
+    assert b'"SASL" "SCRAM-SHA-256 SCRAM-SHA-1 PLAIN LOGIN"\r\n' in caps
     assert b"STARTTLS" not in b"".join(caps) and caps[-1] == b"OK\r\n"
     # The AUTHENTICATE sent with STARTTLS was discarded, not run: still not logged in.
     assert command(talk, b"LISTSCRIPTS\r\n") == [b'NO "LISTSCRIPTS needs authentication"\r\n']
@@ -80,17 +80,20 @@ def test_implicit_tls_port(sieve_env: Any) -> None:
     talk.close()
 
 
-def test_scram_sha_256_login(sieve_env: Any) -> None:
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-1"])
+def test_scram_login(sieve_env: Any, mechanism: str) -> None:
+    # RFC 5804 §2.1: SCRAM-SHA-1 is mandatory to implement for ManageSieve servers.
     env = sieve_env()
     talk = Conversation(
         env.client_context().wrap_socket(env.connect(TlsMode.IMPLICIT), server_hostname="localhost")
     )
     talk.until_status()
-    client = sasl.ScramSha256Client(ALICE, PASSWORD)
+    client = sasl.client_mechanism(mechanism, ALICE, PASSWORD)
+    assert isinstance(client, sasl.ScramClient)
     initial = client.initial()
     assert initial is not None
     first = base64.b64encode(initial).decode()
-    talk.send(f'AUTHENTICATE "SCRAM-SHA-256" "{first}"\r\n'.encode())
+    talk.send(f'AUTHENTICATE "{mechanism}" "{first}"\r\n'.encode())
     challenge = talk.line()
     assert challenge.startswith(b'"') and challenge.endswith(b'"\r\n')
     final = client.respond(base64.b64decode(challenge.strip().strip(b'"')))

@@ -4,13 +4,16 @@ BDAT chunking."""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hato.codec import smtp_client as sc
 from hato.codec.smtp_data import DotReader
-from hato.core.errors import ProtocolError, UsageError
+from hato.core.errors import HatoError, ProtocolError, UsageError
 
 EHLO_REPLY = (
     b"250-mx.example.test greets you\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n"
@@ -195,3 +198,70 @@ def test_bdat_chunks() -> None:
 def test_auth_plain() -> None:
     # RFC 4616 §2: message = [authzid] UTF8NUL authcid UTF8NUL passwd
     assert sc.auth_plain("user", "pass") == b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n"
+
+
+_REFERENCE_LINE = re.compile(rb"([2-5][0-9][0-9])([ -]|$)(.*)", re.DOTALL)
+
+
+def _reference_replies(data: bytes) -> list[tuple[int, tuple[str, ...]]]:
+    """RFC 5321 §4.2 replies by a plain regex, line by line: what the parser must agree with."""
+    out: list[tuple[int, tuple[str, ...]]] = []
+    lines: list[tuple[int, str]] = []
+    for raw in data.split(b"\n")[:-1]:
+        match = _REFERENCE_LINE.fullmatch(raw.rstrip(b"\r"))
+        if match is None or (lines and lines[0][0] != int(match.group(1))):
+            raise ProtocolError("malformed")
+        lines.append((int(match.group(1)), match.group(3).decode("utf-8", errors="replace")))
+        if match.group(2) != b"-":
+            out.append((lines[0][0], tuple(t for _c, t in lines)))
+            lines = []
+    return out
+
+
+_LINE = st.tuples(
+    st.sampled_from([b"250", b"354", b"451", b"550", b"220", b"25x", b"650", b"2500"]),
+    st.sampled_from([b" ", b"-", b"", b"x"]),
+    st.binary(max_size=20).filter(lambda b: b"\n" not in b),
+    st.sampled_from([b"\r\n", b"\n", b"\r\r\n"]),
+)
+
+
+@given(st.lists(_LINE, max_size=8), st.integers(min_value=0, max_value=200))
+def test_reply_parser_agrees_with_the_reply_grammar(lines: list[Any], cut: int) -> None:
+    data = b"".join(code + sep + text + end for code, sep, text, end in lines)
+    try:
+        expected: list[tuple[int, tuple[str, ...]]] | None = _reference_replies(data)
+    except ProtocolError:
+        expected = None
+    parser = sc.ReplyParser()
+    got: list[sc.ServerReply] = []
+    try:
+        for piece in (data[:cut], data[cut:]):  # split anywhere: same replies
+            parser.feed(piece)
+            got += parser.replies()
+    except ProtocolError:
+        assert expected is None
+        return
+    assert expected is not None and len(got) == len(expected)
+    for reply, (code, texts) in zip(got, expected, strict=True):
+        assert reply.code == code and len(reply.lines) == len(texts)
+        if reply.enhanced is None:  # else the status was taken out of the text
+            assert reply.lines == texts
+
+
+_ADDRESS_CHARS = st.sampled_from([*"abcXYZ019.-_+@!#'", "xn--", "ü", " ", '"', "@@"])
+
+
+@given(st.lists(_ADDRESS_CHARS, min_size=1, max_size=24).map("".join), st.booleans())
+def test_plain_path_fast_route_matches_the_parsed_path(address: str, utf8: bool) -> None:
+    """``path`` skips parsing for plain ASCII addresses: same result, same refusals."""
+    parsed = sc._parsed_path.__wrapped__  # the slow path, without its cache
+    try:
+        expected: str | None = parsed(address, utf8=utf8)
+    except HatoError:
+        expected = None
+    try:
+        got: str | None = sc.path(address, utf8=utf8)
+    except HatoError:
+        got = None
+    assert got == expected

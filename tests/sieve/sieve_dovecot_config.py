@@ -1,7 +1,10 @@
 """Dovecot settings (``test_config_set`` names) mapped to Hato's Sieve options, for the
 Pigeonhole testsuite adapter: limits and policy (``SieveLimits``), RFC 6134 external lists
-read from Dovecot "file" dicts, and RFC 5235 scores read from a scanner's header the way
-Dovecot's ``sieve_spamtest_*``/``sieve_virustest_*`` settings describe.
+read from Dovecot "file" dicts, RFC 5235 scores read from a scanner's header the way
+Dovecot's ``sieve_spamtest_*``/``sieve_virustest_*`` settings describe, and the extprograms
+directories (``sieve_<kind>_bin_dir``: Pigeonhole's own ``tests/plugins/extprograms/bin`` is
+not in the vectors, so it stands for ``extprograms_bin/`` beside this file, programs written
+for these tests).
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from hato.codec.mime import parse_message
 from hato.codec.mime.headers import header_bytes_to_str, unfold
 from hato.codec.sieve import SieveLimits
 from hato.codec.sieve.ext_extlists import StaticLists
+from hato.delivery.sieve_programs import ProgramDirectory, ProgramSettings
+
+STAND_IN_BIN = Path(__file__).resolve().parent / "extprograms_bin"
+NO_TIMEOUT = 60.0  # Dovecot's "0" (no limit) as a bound: Hato never runs a program forever
 
 
 def limits_from_config(cfg: Mapping[str, str]) -> SieveLimits:
@@ -51,13 +58,22 @@ def limits_from_config(cfg: Mapping[str, str]) -> SieveLimits:
         ("sieve_vacation_send_from_recipient", "vacation_send_from_recipient"),
     ):
         if key in cfg:
-            changes[attr] = cfg[key].lower() in ("yes", "true", "1")
+            changes[attr] = _yes(cfg[key])
     if cfg.get("sieve_vacation_default_subject"):
         changes["vacation_default_subject"] = cfg["sieve_vacation_default_subject"]
     if "sieve_vacation_default_subject_template" in cfg:
         changes["vacation_subject_template"] = cfg["sieve_vacation_default_subject_template"]
-    # sieve_vacation_check_recipient=no is not mapped: RFC 5230 §4.5 "MUST NOT respond
-    # unless the recipient user's email address is in" To/Cc/Bcc/Resent-*
+    if "sieve_vacation_check_recipient" in cfg:
+        # "no" departs from RFC 5230 §4.5 on the administrator's word (SieveLimits)
+        changes["vacation_check_recipient"] = _yes(cfg["sieve_vacation_check_recipient"])
+    if "sieve_max_cpu_time" in cfg:
+        changes["max_cpu_time"] = float(_interval(cfg["sieve_max_cpu_time"]))
+    if "sieve_redirect_envelope_from" in cfg:
+        changes["redirect_envelope_from"] = cfg["sieve_redirect_envelope_from"]
+    if "sieve_notify_mailto_envelope_from" in cfg:
+        changes["notify_envelope_from"] = cfg["sieve_notify_mailto_envelope_from"]
+    if "sieve_report_from" in cfg:
+        changes["report_from"] = cfg["sieve_report_from"]
     # Dovecot protects nothing from addition by default (RFC 5293 §6 leaves it to local
     # policy); deletion of Received/Auto-Submitted is refused by the interpreter itself
     add: set[str] = set()
@@ -72,6 +88,23 @@ def limits_from_config(cfg: Mapping[str, str]) -> SieveLimits:
     changes["editheader_forbid_add"] = frozenset(add)
     changes["editheader_forbid_delete"] = frozenset(delete)
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def programs_from_config(cfg: Mapping[str, str]) -> ProgramSettings:
+    """The extprograms directories, timeouts and input line ends of Dovecot's
+    ``sieve_<kind>_bin_dir`` / ``_exec_timeout`` / ``_input_eol`` settings."""
+    kinds: dict[str, ProgramDirectory] = {}
+    for kind in ("pipe", "filter", "execute"):
+        directory = None
+        text = cfg.get(f"sieve_{kind}_bin_dir")
+        if text:
+            directory = Path(text).resolve()
+            if directory.parts[-2:] == ("extprograms", "bin") and not directory.is_dir():
+                directory = STAND_IN_BIN
+        timeout = float(_interval(cfg.get(f"sieve_{kind}_exec_timeout", "10s"))) or NO_TIMEOUT
+        eol = cfg.get(f"sieve_{kind}_input_eol", "crlf")
+        kinds[kind] = ProgramDirectory(directory, timeout, eol if eol in ("crlf", "lf") else "crlf")
+    return ProgramSettings(**kinds)
 
 
 def ext_lists_from_config(cfg: Mapping[str, str]) -> StaticLists:
@@ -90,6 +123,10 @@ def ext_lists_from_config(cfg: Mapping[str, str]) -> StaticLists:
                     members.append(key[len("priv/sieve/extlists/") :])
         lists[label] = members
     return StaticLists(lists)
+
+
+def _yes(text: str) -> bool:
+    return text.strip().lower() in ("yes", "true", "1")
 
 
 def _interval(text: str) -> int:
@@ -138,6 +175,7 @@ def scanner_score(
 
 def _scanner_header(message: bytes, spec: str) -> str | None:
     name, _, pattern = spec.partition(":")
+    pattern = _posix_classes(pattern)
     root = parse_message(message)
     field_ = root.header(name.strip())
     if field_ is None:
@@ -149,6 +187,16 @@ def _scanner_header(message: bytes, spec: str) -> str | None:
     if found is None:
         return None
     return found.group(1) if found.groups() else found.group(0)
+
+
+_POSIX = {"digit": "0-9", "alpha": "A-Za-z", "alnum": "A-Za-z0-9", "space": r"\s",
+          "upper": "A-Z", "lower": "a-z", "xdigit": "0-9A-Fa-f"}
+
+
+def _posix_classes(pattern: str) -> str:
+    """Dovecot reads these settings as POSIX extended expressions: bracket classes such as
+    ``[[:digit:]]`` become Python's ranges."""
+    return re.sub(r"\[:([a-z]+):\]", lambda m: _POSIX.get(m.group(1), m.group(0)), pattern)
 
 
 def _number(text: str) -> float | None:

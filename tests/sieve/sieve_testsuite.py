@@ -5,30 +5,40 @@ host ``Extension`` whose handlers keep the harness state (current message and en
 compiled test script and its errors, the result, a fake mail store and an SMTP queue,
 settings). See ``/work/shared/vectors/sieve/TESTSUITE-EXTENSION.md`` for the command list.
 Each ``test "name" { ... }`` block is one case: it fails on ``test_fail`` or an unexpected
-runtime error.
+runtime error. Pigeonhole's testsuite enables its vendor extensions (report, extprograms,
+debug), so scripts here may require them; the programs run through Hato's own runner
+(``hato.delivery.sieve_programs``) from the directories the settings name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sieve_dovecot_config import ext_lists_from_config, limits_from_config, scanner_score
+from sieve_dovecot_config import (
+    ext_lists_from_config,
+    limits_from_config,
+    programs_from_config,
+    scanner_score,
+)
 
 from hato.codec.mime import parse_message
 from hato.codec.mime.headers import header_bytes_to_str, unfold
 from hato.codec.sieve import (
     ALL_EXTENSIONS,
+    DOVECOT_EXTENSIONS,
     Discard,
     Ereject,
     Extension,
     FileInto,
     Keep,
     Notify,
+    Pipe,
     Redirect,
     Reject,
+    Report,
     Runtime,
     Script,
     SieveError,
@@ -42,12 +52,15 @@ from hato.codec.sieve import (
 from hato.codec.sieve.actions import Action
 from hato.codec.sieve.addresses import parse_mailbox
 from hato.codec.sieve.ext_extlists import StaticLists
+from hato.codec.sieve.ext_extprograms import Outcome, ProgramCall, ProgramResult
+from hato.codec.sieve.ext_report import report_message
 from hato.codec.sieve.interpreter import execute, wire
 from hato.codec.sieve.language import MATCH_TAGS, Cmd, Param, Spec, TagDef
 from hato.codec.sieve.language import ArgKind as K
 from hato.codec.sieve.runtime import Envelope, Stop
 from hato.codec.sieve.strings import Ref
 from hato.core.clock import FixedClock
+from hato.delivery.sieve_programs import ProgramRunner
 
 DEFAULT_MESSAGE = (
     b"From: sender@example.com\r\nTo: recipient@example.org\r\nSubject: Frop!\r\n\r\nFriep!\r\n"
@@ -136,11 +149,19 @@ class Harness:
     def limits(self) -> SieveLimits:
         return limits_from_config(self.config)
 
+    def outer_limits(self) -> SieveLimits:
+        """The .svtest file's own run: the CPU limit is for the scripts it runs."""
+        return dataclasses.replace(self.limits(), max_cpu_time=0)
+
     def ext_lists(self) -> StaticLists:
         return ext_lists_from_config(self.config)
 
     def extensions(self) -> frozenset[str]:
-        return ALL_EXTENSIONS
+        return ALL_EXTENSIONS | DOVECOT_EXTENSIONS
+
+    def run(self, call: ProgramCall) -> ProgramResult:
+        """extprograms with the directories the current settings name."""
+        return ProgramRunner(programs_from_config(self.config)).run(call)
 
     def metadata_lookup(self, mailbox: str | None, entry: str) -> str | None:
         return self.metadata.get((mailbox, entry.lower()))
@@ -164,8 +185,10 @@ class Harness:
         rt.set_message(data, edited=False)
         rt.envelope = self.envelope
 
-    def environment(self) -> Mapping[str, str]:
-        return _Environment(self)
+    def environment(self, current: Callable[[], bytes] | None = None) -> Mapping[str, str]:
+        """``current``: the message the scores are read from (default: the harness's; the
+        .svtest file's own run passes its current one, which filter may have replaced)."""
+        return _Environment(self, current)
 
 
 def _first_address(root: object, names: tuple[str, ...]) -> str | None:
@@ -188,17 +211,19 @@ def _first_address(root: object, names: tuple[str, ...]) -> str | None:
 class _Environment(Mapping[str, str]):
     """Host environment items: fixed testsuite values plus spam/virus scores from config."""
 
-    def __init__(self, harness: Harness) -> None:
+    def __init__(self, harness: Harness, current: Callable[[], bytes] | None) -> None:
         self.harness = harness
+        self.current = current
 
     def _items(self) -> dict[str, str]:
         items = dict(HOST_ENVIRONMENT)
         h = self.harness
-        spam = scanner_score(h.config, h.message, "spamtest", levels=10)
+        message = self.current() if self.current is not None else h.message
+        spam = scanner_score(h.config, message, "spamtest", levels=10)
         if spam is not None:
             items["vnd.hato.spamtest"] = str(spam[0])
             items["vnd.hato.spamtest-percent"] = str(spam[1])
-        virus = scanner_score(h.config, h.message, "virustest", levels=5)
+        virus = scanner_score(h.config, message, "virustest", levels=5)
         if virus is not None:
             items["vnd.hato.virustest"] = str(virus[0])
         return items
@@ -240,7 +265,7 @@ def cmd_test(rt: Runtime, cmd: Cmd) -> None:
 
 def cmd_test_fail(rt: Runtime, cmd: Cmd) -> None:
     h = _h(rt)
-    h.failure = rt.expand(cmd.string(0))
+    h.failure = h.failure or rt.expand(cmd.string(0))  # the first failure is the reason
     raise Failed()
 
 
@@ -277,7 +302,7 @@ def cmd_config_unset(rt: Runtime, cmd: Cmd) -> None:
 
 def cmd_config_reload(rt: Runtime, cmd: Cmd) -> None:
     h = _h(rt)
-    rt.limits = h.limits()
+    rt.limits = h.outer_limits()
     rt.ext_lists = h.ext_lists()
 
 
@@ -298,6 +323,8 @@ def tst_namespace(rt: Runtime, ref: Ref) -> str | None:
 
 
 def cmd_result_reset(rt: Runtime, cmd: Cmd) -> None:
+    if rt.edited:  # the result holds the message's edits (filter, editheader): gone too
+        rt.set_message(_h(rt).message, edited=False)
     rt.actions.clear()
     rt.withheld.clear()
     rt.implicit_keep = True
@@ -340,7 +367,19 @@ def test_message(rt: Runtime, cmd: Cmd) -> bool:
 
 
 def cmd_test_message(rt: Runtime, cmd: Cmd) -> None:
-    test_message(rt, cmd)  # a missing message leaves the current one in place
+    """As a command, a missing message fails the running test (the reference testsuite's
+    outcome) and leaves the current message in place; the test block goes on."""
+    if test_message(rt, cmd):
+        return
+    h = _h(rt)
+    index = cmd.number(0)
+    if "smtp" in cmd.tags:
+        reason = f"no outgoing SMTP message with index {index}"
+    else:
+        folder = cmd.tag_string("folder")
+        name = rt.expand(folder) if folder is not None else "INBOX"
+        reason = f"no message in folder '{name}' with index {index}"
+    h.failure = h.failure or reason
 
 
 def test_script_compile(rt: Runtime, cmd: Cmd) -> bool:
@@ -376,9 +415,10 @@ def test_script_run(rt: Runtime, cmd: Cmd) -> bool:
         mailbox_exists=lambda name: mailbox_key(name) in h.mailboxes,
         duplicate_tracker=_Tracker(h),
         clock=h.clock,
-        limits=rt.limits,
+        limits=h.limits(),
         ext_lists=h.ext_lists(),
         metadata=h.metadata_lookup,
+        programs=h,
     )
     if "append_result" not in cmd.tags:
         cmd_result_reset(rt, cmd)
@@ -484,8 +524,23 @@ def test_result_execute(rt: Runtime, cmd: Cmd) -> bool:
             data = action.message or h.message
             h.mailboxes[box].append(Stored(data, store_flags(data, action.flags)))
         elif isinstance(action, Redirect):
-            sender = h.envelope.from_ or ""
-            h.smtp.append(Sent(sender, action.address, action.message or h.message))
+            data = action.message or h.message
+            final = compose.policy_sender("recipient", envelope=h.envelope, user_email=None)
+            me = rt.limits.user_email or final
+            if compose.redirect_loop(data, users=(me or "", final or "")):
+                # RFC 5228 §4.2: a detected loop is an error; the message is kept instead
+                h.errors.append(f"not redirected to {action.address}: mail loop")
+                if not any(isinstance(a, Keep) for a in actions):
+                    h.mailboxes["INBOX"].append(Stored(h.message, store_flags(h.message, None)))
+                continue
+            sender = compose.redirect_sender(
+                rt.limits.redirect_envelope_from,
+                envelope=h.envelope,
+                user_email=rt.limits.user_email,
+            )
+            if me:
+                data = compose.mark_redirected(data, user=me)
+            h.smtp.append(Sent(sender, action.address, data))
         elif isinstance(action, Vacation):
             reply = compose.vacation_reply(action, now=now)
             if reply is not None:
@@ -493,9 +548,29 @@ def test_result_execute(rt: Runtime, cmd: Cmd) -> bool:
                 h.tracked[action.key] = now + action.period
         elif isinstance(action, Notify):
             for out in compose.notifications(
-                action, user=user, envelope_sender=h.envelope.from_, now=now
+                action,
+                user=user,
+                envelope_sender=h.envelope.from_,
+                now=now,
+                setting=rt.limits.notify_envelope_from,
+                envelope=h.envelope,
+                user_email=rt.limits.user_email,
             ):
                 h.smtp.append(Sent(out.sender, out.recipient, out.message))
+        elif isinstance(action, Report):
+            out = report_message(
+                action,
+                original=h.message,
+                envelope=h.envelope,
+                user=user,
+                now=now,
+                setting=rt.limits.report_from,
+                user_email=rt.limits.user_email,
+            )
+            h.smtp.append(Sent(out.sender, out.recipient, out.message))
+        elif isinstance(action, Pipe):
+            if not _pipe(h, action):
+                ok = ok and action.try_
         elif isinstance(action, Reject | Ereject):
             mdn = compose.reject_mdn(
                 Reject(action.reason),
@@ -513,6 +588,19 @@ def test_result_execute(rt: Runtime, cmd: Cmd) -> bool:
     for mark in rt.marks:
         h.tracked[mark.key] = mark.expires
     return ok
+
+
+def _pipe(h: Harness, action: Pipe) -> bool:
+    """Run a pipe action; its errors as Pigeonhole reports them."""
+    data = action.message or h.message
+    call = ProgramCall("pipe", action.program, action.args, data, dict(action.environment))
+    result = h.run(call)
+    if result.outcome is Outcome.OK:
+        return True
+    if result.outcome is not Outcome.UNKNOWN:
+        h.errors.append(f"pipe action: program '{action.program}' {result.detail}")
+    h.errors.append(f"failed to pipe message to program '{action.program}': {result.detail}")
+    return False
 
 
 def _mailbox_name_ok(name: str) -> bool:
@@ -623,7 +711,7 @@ def run_file(path: Path) -> FileResult:
     try:
         script = parse_script(
             text,
-            extensions=ALL_EXTENSIONS,
+            extensions=harness.extensions(),
             include_loader=harness.loader,
             custom=(TESTSUITE,),
             limits=harness.limits(),
@@ -638,9 +726,11 @@ def run_file(path: Path) -> FileResult:
         mailbox_exists=lambda name: mailbox_key(name) in harness.mailboxes,
         duplicate_tracker=_Tracker(harness),
         clock=harness.clock,
-        limits=harness.limits(),
+        limits=harness.outer_limits(),
     )
     rt.state["harness"] = harness
+    rt.environment = harness.environment(lambda: rt.message)
+    rt.programs = harness  # filter/execute in the .svtest file itself
     rt.ext_lists = harness.ext_lists()
     rt.metadata = harness.metadata_lookup
     harness.set_message(rt, DEFAULT_MESSAGE)

@@ -30,7 +30,7 @@ from hato.codec.smtp import (
     State,
     Verb,
 )
-from hato.codec.smtp_data import DataProblem
+from hato.codec.smtp_data import MAX_LINE_CONTENT, DataProblem, has_long_line
 from hato.core.errors import UsageError
 from hato.core.reply import Reply
 
@@ -216,6 +216,24 @@ def test_line_length_limit_counts_octets_without_the_stuffed_dot() -> None:
     for step in (0, 100, 999):
         end = data_events(endless, step=step)[-1]
         assert isinstance(end, DataEnd) and end.problem is DataProblem.LINE_TOO_LONG
+
+
+_LINE_LENGTHS = st.one_of(st.integers(0, 1100), st.sampled_from([997, 998, 999]))
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(_LINE_LENGTHS, max_size=30),
+    _LINE_LENGTHS,
+)
+def test_long_line_check_agrees_with_splitting_every_line(lines: list[int], tail: int) -> None:
+    """``has_long_line`` (windows) answers what splitting at every CRLF answers."""
+    text = b"".join(b"x" * n + b"\r\n" for n in lines) + b"y" * tail
+    expected = max(map(len, text.split(b"\r\n"))) > MAX_LINE_CONTENT  # RFC 5321 §4.5.3.1.6
+    assert has_long_line(text) is expected
+    assert has_long_line(b"".join(b"x" * n + b"\r\n" for n in lines)) is any(
+        n > MAX_LINE_CONTENT for n in lines
+    )
 
 
 def test_size_limit_stops_chunks_and_is_reported() -> None:

@@ -14,7 +14,7 @@ from hato.core.clock import FixedClock
 from hato.core.errors import NotFound, QuotaExceeded, StoreError
 from hato.store.model import DeliveryTarget
 from hato.store.sqlite import SqliteStore, open_store
-from hato.store.sqlite.blobs import PIN_TTL
+from hato.store.sqlite.blobs import INLINE_MAX, PIN_TTL
 from hato.store.sqlite.store import SWEEP_INTERVAL
 
 
@@ -39,7 +39,7 @@ def test_layout_and_blob_file(tmp_path: Path) -> None:
     async def body(store: SqliteStore) -> None:
         for sub in ("", "blobs", "tmp"):
             assert (data / sub).stat().st_mode & 0o777 == 0o700
-        body_bytes = message(1, 200_000)
+        body_bytes = message(1, INLINE_MAX + 50_000)  # too large to journal: a file at once
         writer = store.blobs.writer()
         for i in range(0, len(body_bytes), 7000):
             writer.write(body_bytes[i : i + 7000])
@@ -68,6 +68,35 @@ def test_layout_and_blob_file(tmp_path: Path) -> None:
     run_store(data, body)
 
 
+def test_small_body_stays_in_memory_until_the_janitor_writes_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    async def body(store: SqliteStore) -> None:
+        body_bytes = message(2, 200_000)  # journalled with its message: no file, no fsync
+        writer = store.blobs.writer()
+        for i in range(0, len(body_bytes), 7000):
+            writer.write(body_bytes[i : i + 7000])
+        assert writer.quick  # no I/O: the SMTP session commits it on the event loop
+        ref = writer.commit()
+        assert files(data / "tmp") == [] and files(data / "blobs") == []
+        assert store.blobs.exists(ref.id) and store.blobs.read(ref.id) == body_bytes
+        acc = await account(store)
+        await store.deliver(ref, [DeliveryTarget(acc.id)])
+        assert store.blobs.read(ref.id) == body_bytes
+        await asyncio.to_thread(store.blobs.flush)  # the janitor: written, fsynced, moved
+        path = data / "blobs" / ref.id[:2] / ref.id[2:4] / ref.id
+        assert files(data / "blobs") == [path] and path.read_bytes() == body_bytes
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert store.blobs.pending_body(ref.id) is None and files(data / "tmp") == []
+        large = store.blobs.writer()
+        large.write(message(3, INLINE_MAX + 1))
+        assert not large.quick and len(files(data / "tmp")) == 1  # spilled: fsync at commit
+        large.abort()
+        assert files(data / "tmp") == []
+
+    run_store(data, body)
+
+
 def test_abort_and_duplicate_content(tmp_path: Path) -> None:
     data = tmp_path / "data"
 
@@ -80,12 +109,17 @@ def test_abort_and_duplicate_content(tmp_path: Path) -> None:
         first = await put_blob(store, b"same bytes")
         second = await put_blob(store, b"same bytes")
         assert first == second
-        assert len(files(data / "blobs")) == 1
+        assert files(data / "blobs") == []  # small: one body in memory, journalled
+        big = message(3, INLINE_MAX + 1)
+        large = [await put_blob(store, big), await put_blob(store, big)]
+        assert large[0] == large[1] and len(files(data / "blobs")) == 1
+        assert files(data / "tmp") == []  # the duplicate's temp file was removed at commit
         acc = await account(store)
         inbox = await inbox_id(store, acc.id)
-        await store.append(inbox, first)
-        await store.append(inbox, second)
-        assert files(data / "tmp") == []  # the duplicate's temp file was removed at commit
+        for ref in (first, second, *large):
+            await store.append(inbox, ref)
+        await asyncio.to_thread(store.blobs.flush)
+        assert len(files(data / "blobs")) == 2 and files(data / "tmp") == []
 
     run_store(data, body)
 
@@ -109,9 +143,10 @@ def test_start_removes_temp_files_and_unreferenced_pending_blobs(tmp_path: Path)
         acc = await account(store)
         kept = await put_blob(store, b"delivered")
         await store.deliver(kept, [DeliveryTarget(acc.id)])
-        lost = await put_blob(store, b"committed to disk, never to the database")
+        # large enough for files (a small body stays in memory until its unit commits)
+        lost = await put_blob(store, message(5, INLINE_MAX + 1))  # never to the database
         half = store.blobs.writer()
-        half.write(b"still being written")
+        half.write(message(6, INLINE_MAX + 1))  # still being written
         # Simulate the crash: the writer's temp file stays (no abort), so does the marker.
         half._file.close()  # type: ignore[union-attr]
         return kept.id, lost.id
@@ -123,7 +158,7 @@ def test_start_removes_temp_files_and_unreferenced_pending_blobs(tmp_path: Path)
     kept_address = data / "blobs" / kept_id[:2] / kept_id[2:4] / kept_id
     os.rename(kept_address, new / kept_id)
     # ... and a pending marker of an earlier Hato version, for a blob never referenced.
-    old_style = put_alone(data, b"journalled by a marker")
+    old_style = put_alone(data, message(8, INLINE_MAX + 1))
     marker = data / "tmp" / f"{old_style}.00ff.pending"
     old_address = data / "blobs" / old_style[:2] / old_style[2:4] / old_style
     os.rename(new / old_style, marker)
@@ -246,7 +281,7 @@ def test_failed_unit_keeps_blob_for_retry_until_abandoned(tmp_path: Path) -> Non
 def test_unlinked_blob_file_is_reported(tmp_path: Path) -> None:
     async def body(store: SqliteStore) -> None:
         acc = await account(store)
-        ref = await put_blob(store, b"to vanish")
+        ref = await put_blob(store, message(7, INLINE_MAX + 1))  # a file at once
         os.unlink(store.blobs.path(ref.id))
         with pytest.raises(NotFound):
             await store.deliver(ref, [DeliveryTarget(acc.id)])

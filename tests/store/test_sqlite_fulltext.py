@@ -1,5 +1,5 @@
 """The SQLite backend's full-text index (``hato.store.sqlite.textindex``): one document per blob,
-text extracted in the blob writer's commit, pending documents, the background indexer, the
+pending until the background indexer (behind delivery) or a search's catch-up fills it, the
 size limit and the schema migration that indexes existing mail."""
 
 from __future__ import annotations
@@ -34,18 +34,17 @@ def fts_rows(store: SqliteStore) -> int:
         return int(conn.execute("SELECT count(*) FROM fulltext").fetchone()[0])
 
 
-def test_text_is_extracted_in_commit_and_shared_by_copies(tmp_path: Path) -> None:
+def test_one_document_per_blob_shared_by_copies(tmp_path: Path) -> None:
     async def main() -> None:
         store = await open_store(tmp_path / "data", clock=FixedClock())
         try:
+            await store._indexer.stop()  # indexed below, by the test itself
             acc = await account(store)
             inbox = await inbox_id(store, acc.id)
             ref = await put_blob(store, mail("shared content"))
-            prepared = store.blobs.texts.get(ref.id)  # made by commit, off the database thread
-            assert prepared is not None and prepared.text is not None
-            assert prepared.text.body == ("shared content\r\n",)
             appended = await store.append(inbox, ref)
-            assert store.blobs.texts.get(ref.id) is None  # stored: dropped from the cache
+            assert docs(store) == [(ref.id, textindex.PENDING)] and fts_rows(store) == 0
+            assert await store.index_pending() == 1
             trash = await store.get_mailbox(acc.id, "Trash")
             assert trash is not None
             await store.copy(inbox, [appended.uid], trash.id)
@@ -58,33 +57,63 @@ def test_text_is_extracted_in_commit_and_shared_by_copies(tmp_path: Path) -> Non
             assert docs(store) == [(ref.id, textindex.INDEXED)]  # the Trash copy remains
             await store.delete_mailbox(acc.id, "Trash")
             assert docs(store) == [] and fts_rows(store) == 0
-            assert len(store.blobs.texts) == 0
         finally:
             await store.close()
 
     asyncio.run(main())
 
 
-def test_pending_document_is_scanned_until_indexed(tmp_path: Path) -> None:
+def test_search_indexes_the_mailboxs_pending_documents_first(tmp_path: Path) -> None:
     async def main() -> None:
         store = await open_store(tmp_path / "data", clock=FixedClock())
         try:
             await store._indexer.stop()  # no background pass: observe the pending state
             acc = await account(store)
             inbox = await inbox_id(store, acc.id)
+            trash = await store.get_mailbox(acc.id, "Trash")
+            assert trash is not None
             ref = await put_blob(store, mail("late indexing"))
-            store.blobs.texts.discard(ref.id)  # as if the text were not at hand
             uid = (await store.append(inbox, ref)).uid
-            hits = await store.search_text(inbox, "indexing", scope=BODY)
-            assert hits is not None
-            assert hits.uids == frozenset() and hits.unindexed == {uid}
-            assert await store.fulltext_unindexed() == 1
-            assert await store.index_pending() == 1
+            other = await put_blob(store, mail("elsewhere"))
+            await store.append(trash.id, other)
+            assert await store.fulltext_unindexed() == 2
+            # a search too short for the index indexes nothing (the caller scans anyway)
+            assert await store.search_text(inbox, "in", scope=BODY) is None
+            assert await store.fulltext_unindexed() == 2
             hits = await store.search_text(inbox, "indexing", scope=BODY)
             assert hits is not None
             assert hits.uids == {uid} and hits.unindexed == frozenset()
+            assert await store.fulltext_unindexed() == 1  # only this mailbox's documents
+            assert await store.index_pending() == 1
             assert await store.fulltext_unindexed() == 0
             assert await store.index_pending() == 0
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_text_is_indexed_behind_delivery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(textindex.Indexer, "QUIET", 1.5)
+
+    async def main() -> None:
+        store = await open_store(tmp_path / "data", clock=FixedClock())
+        try:
+            acc = await account(store)
+            inbox = await inbox_id(store, acc.id)
+            refs = [await put_blob(store, mail(f"needle {i} " + "y" * 50_000)) for i in range(3)]
+            for ref in refs:  # a burst: its commits kick the indexer, which waits for a lull
+                await store.deliver(ref, [DeliveryTarget(acc.id)])
+            assert {state for _blob, state in docs(store)} == {textindex.PENDING}
+            for _ in range(1000):
+                if await store.fulltext_unindexed() == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert {state for _blob, state in docs(store)} == {textindex.INDEXED}  # in the lull
+            hits = await store.search_text(inbox, "needle 1", scope=BODY)
+            assert hits is not None and len(hits.uids) == 1 and hits.unindexed == frozenset()
         finally:
             await store.close()
 
@@ -98,7 +127,6 @@ def test_background_indexer_fills_pending_documents(tmp_path: Path) -> None:
             acc = await account(store)
             inbox = await inbox_id(store, acc.id)
             ref = await put_blob(store, mail("background work"))
-            store.blobs.texts.discard(ref.id)
             uid = (await store.append(inbox, ref)).uid  # its commit kicks the indexer
             for _ in range(200):
                 if await store.fulltext_unindexed() == 0:

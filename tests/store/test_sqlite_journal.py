@@ -18,7 +18,7 @@ from storekit import account, inbox_id, message, put_blob, sha
 
 from hato.core.clock import FixedClock
 from hato.store.model import DeliveryTarget
-from hato.store.sqlite import SqliteStore, blobs, dirsync, open_store
+from hato.store.sqlite import SqliteStore, blobs, dirsync, janitor, open_store
 from hato.store.sqlite.dirsync import DirSync
 
 
@@ -105,7 +105,7 @@ def test_restart_rebuilds_blobs_from_the_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = tmp_path / "data"
-    monkeypatch.setattr(blobs, "ROUND_INTERVAL", 3600.0)  # the janitor only runs at close
+    monkeypatch.setattr(janitor, "ROUND_INTERVAL", 3600.0)  # the janitor only runs at close
     bodies = [message(n, 700 * (n + 1)) for n in range(3)]
 
     async def deliver(store: SqliteStore) -> list[str]:
@@ -215,3 +215,48 @@ def test_concurrent_committers_share_directory_fsyncs(
     before = sync.fsyncs
     sync.wait(sync.current())  # nothing changed since: no fsync
     assert sync.fsyncs == before
+
+
+async def _until_moved(store: SqliteStore, blob_id: str, *, seconds: float) -> bool:
+    for _ in range(int(seconds / 0.01)):
+        if store.blobs.pending_body(blob_id) is None:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+def test_moves_wait_for_a_lull_in_deliveries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(janitor, "QUIET", 2.0)
+    monkeypatch.setattr(janitor, "MAX_DELAY", 60.0)
+    data = tmp_path / "data"
+
+    async def body(store: SqliteStore) -> None:
+        acc = await account(store)
+        ref = await put_blob(store, message(1, 500))
+        await store.deliver(ref, [DeliveryTarget(acc.id)])
+        # Durable in the journal, still in memory and readable: no file yet.
+        assert store.blobs.pending_body(ref.id) is not None and ref.id in journal(data)
+        assert store.blobs.read(ref.id) == message(1, 500)
+        assert not address(data, ref.id).exists()
+        assert await _until_moved(store, ref.id, seconds=20)  # written in the lull
+        assert address(data, ref.id).read_bytes() == message(1, 500)
+
+    run_store(data, body)
+
+
+def test_memory_pressure_moves_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(janitor, "QUIET", 60.0)
+    monkeypatch.setattr(janitor, "MAX_DELAY", 60.0)
+    monkeypatch.setattr(blobs, "INLINE_BUDGET", 1500)  # one 1000-octet body is half of it
+    data = tmp_path / "data"
+
+    async def body(store: SqliteStore) -> None:
+        acc = await account(store)
+        ref = await put_blob(store, message(2, 1000))
+        await store.deliver(ref, [DeliveryTarget(acc.id)])
+        assert await _until_moved(store, ref.id, seconds=10)
+        assert address(data, ref.id).read_bytes() == message(2, 1000)
+
+    run_store(data, body)

@@ -105,3 +105,18 @@ def test_v1_database_created_by_hand_is_migrated(tmp_path: Path) -> None:
 
     asyncio.run(check())
     assert _version(tmp_path / "hato.db") == len(schema.MIGRATIONS)
+
+
+def test_scram_sha1_step_adds_the_column_and_old_accounts_keep_working(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    step = [m.__name__ for m in schema.MIGRATIONS].index("migrate_scram_sha1")
+    schema.migrate(conn, schema.MIGRATIONS[:step])
+    conn.execute("INSERT INTO domains (name) VALUES ('example.org')")
+    conn.execute(
+        "INSERT INTO accounts (address, domain, password_hash, scram_sha256) "
+        "VALUES ('a@example.org', 'example.org', 'h', 's')"
+    )
+    schema.migrate(conn)
+    row = conn.execute("SELECT scram_sha256, scram_sha1 FROM accounts").fetchone()
+    assert row == ("s", None)  # SHA-1 keys come with the next password login
+    conn.close()

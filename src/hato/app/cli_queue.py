@@ -22,7 +22,9 @@ from hato.app.config import load_config
 from hato.app.config_outbound import outbound_settings
 from hato.core.dns import StaticResolver
 from hato.core.errors import NotFound
+from hato.outbound.dkim_sign import DkimKeys
 from hato.outbound.queue import QueueRunner
+from hato.outbound.srs import Srs
 from hato.store.api import MailStore
 from hato.store.queue import QueueEntry, QueueState, QueueUpdate
 
@@ -145,7 +147,14 @@ def queue_bounce(entry_id: int, config_path: Path) -> None:
     settings = outbound_settings(config.server.hostname, config.outbound)
 
     async def work(store: MailStore) -> QueueEntry:
-        runner = QueueRunner(settings, store=store, resolver=StaticResolver())
+        data_dir = config.server.data_dir  # the notice is signed and SRS-reversed as a run's
+        runner = QueueRunner(
+            settings,
+            store=store,
+            resolver=StaticResolver(),
+            signer=DkimKeys(data_dir / "dkim").signer() if config.outbound.dkim else None,
+            srs=Srs.from_data_dir(data_dir) if config.inbound.srs else None,
+        )
         return await runner.bounce(entry_id, "554 5.0.0 Returned to sender by the administrator")
 
     run_with_store(config_path, work)

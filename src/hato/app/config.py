@@ -32,6 +32,7 @@ from hato.app.config_dns import DnsConfig
 from hato.app.config_inbound import InboundConfig
 from hato.app.config_outbound import OutboundConfig
 from hato.app.config_reports import ReportsConfig
+from hato.app.config_sieve import SieveConfig
 from hato.app.confkinds import (
     NO_DEMO,
     Choice,
@@ -341,6 +342,7 @@ class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
     managesieve: ManageSieveConfig = field(default_factory=ManageSieveConfig)
+    sieve: SieveConfig = field(default_factory=SieveConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
@@ -371,6 +373,7 @@ SECTIONS: tuple[tuple[str, type], ...] = (
     ("imap", ImapConfig),
     ("pop3", Pop3Config),
     ("managesieve", ManageSieveConfig),
+    ("sieve", SieveConfig),
     ("http", HttpConfig),
     ("outbound", OutboundConfig),
     ("dns", DnsConfig),

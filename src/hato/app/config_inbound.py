@@ -26,6 +26,7 @@ from hato.core.clock import Clock
 from hato.core.dns import Resolver
 from hato.core.errors import AddressError, ConfigError
 from hato.delivery.local import ReceivedMessage
+from hato.delivery.sieve import DEFAULT_SETTINGS, SieveSettings
 from hato.outbound.srs import Srs
 from hato.policy.inbound import InboundSettings, InboundVerifier
 from hato.policy.ratelimit import SubmissionLimiter, SubmissionLimits
@@ -162,6 +163,7 @@ def session_hooks(
     reports: ReportStore | None = None,
     signer: Callable[[bytes, str], bytes] | None = None,
     after_delivery: Callable[[ReceivedMessage], Awaitable[object]] | None = None,
+    sieve: SieveSettings = DEFAULT_SETTINGS,
 ) -> SessionHooks:
     """The SMTP sessions' hooks this section (and the [smtp] limits) describe."""
     verifier = None
@@ -187,4 +189,5 @@ def session_hooks(
         srs=Srs.from_data_dir(data_dir) if config.srs else None,
         signer=signer,
         after_delivery=after_delivery,
+        sieve=sieve,
     )

@@ -19,6 +19,7 @@ from hato.app.config_dns import make_resolver
 from hato.app.config_inbound import session_hooks
 from hato.app.config_outbound import outbound_settings, read_smarthost_password
 from hato.app.config_reports import report_intake, report_service
+from hato.app.config_sieve import sieve_settings
 from hato.codec.smtp import Limits
 from hato.core.clock import Clock, SystemClock
 from hato.core.dns import Resolver
@@ -26,6 +27,7 @@ from hato.core.errors import ConfigError
 from hato.core.metrics import Counters
 from hato.outbound.dkim_sign import DkimKeys
 from hato.outbound.queue import QueueRunner
+from hato.outbound.srs import Srs
 from hato.policy.authn import Authenticator
 from hato.policy.ratelimit import SubmissionLimits
 from hato.policy.smtp import Role
@@ -103,6 +105,7 @@ def managesieve_settings(config: Config) -> ManageSieveSettings:
         hostname=config.server.hostname,
         listeners=config.managesieve.listeners,
         max_script_size=config.managesieve.max_script_size,
+        sieve=sieve_settings(config.sieve, hostname=config.server.hostname),
     )
 
 
@@ -182,8 +185,10 @@ def queue_runner(
         config.server.hostname, outbound, password=read_smarthost_password(outbound)
     )
     signer = DkimKeys(config.server.data_dir / "dkim").signer() if outbound.dkim else None
+    # notices about mail forwarded under SRS go back to the original sender
+    srs = Srs.from_data_dir(config.server.data_dir) if config.inbound.srs else None
     return QueueRunner(
-        settings, store=store, resolver=resolver, clock=clock, signer=signer
+        settings, store=store, resolver=resolver, clock=clock, signer=signer, srs=srs
     )
 
 
@@ -226,6 +231,7 @@ def build_services(
             reports=cast(ReportStore, store) if hasattr(store, "record_dmarc_evaluation") else None,
             signer=runner.signer,
             after_delivery=intake.after_delivery if intake is not None else None,
+            sieve=sieve_settings(config.sieve, hostname=config.server.hostname),
         )
         services.append(
             InboundSmtpService(

@@ -439,6 +439,7 @@ class Capabilities:
     starttls: bool = False
     maxredirects: int | None = None
     notify: tuple[str, ...] = ()
+    extlists: tuple[str, ...] = ()
     owner: str | None = None
     unauthenticate: bool = True
     version: str = "1.0"
@@ -455,6 +456,8 @@ class Capabilities:
             lines.append(("MAXREDIRECTS", str(self.maxredirects)))
         if self.notify:  # RFC 5804 §1.7: MUST be listed when "enotify" is supported
             lines.append(("NOTIFY", " ".join(self.notify)))
+        if self.extlists:  # RFC 6134 §2.8: with "extlists", the URI schemes of its lists
+            lines.append(("EXTLISTS", " ".join(self.extlists)))
         if self.owner is not None:  # RFC 5804 §1.7: never before authentication
             lines.append(("OWNER", self.owner))
         if self.unauthenticate:

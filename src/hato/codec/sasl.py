@@ -1,7 +1,8 @@
-"""SASL mechanisms PLAIN, LOGIN and SCRAM-SHA-256, server and client sides, sans-IO.
+"""SASL mechanisms PLAIN, LOGIN, SCRAM-SHA-256 and SCRAM-SHA-1, server and client sides, sans-IO.
 
 Implements PLAIN (RFC 4616 §2), LOGIN (draft-murchison-sasl-login-00 §2), SCRAM-SHA-256
-(RFC 5802 §3, §5, §7 with the SHA-256 parameters of RFC 7677 §3) and SASLprep (RFC 4013 §2,
+(RFC 5802 §3, §5, §7 with the SHA-256 parameters of RFC 7677 §3), SCRAM-SHA-1 (RFC 5802 as
+written; ManageSieve requires it, RFC 5804 §2.1) and SASLprep (RFC 4013 §2,
 a profile of stringprep, RFC 3454), complete with mapping, NFKC, prohibited output, bidi and
 unassigned code point checks (Unicode 3.2 tables, as the RFCs require).
 
@@ -12,7 +13,7 @@ which mechanisms a connection may use belong to each protocol codec and to hato.
 
 Left out: channel binding (SCRAM-SHA-256-PLUS is never offered; a client requiring it with
 gs2 "p=" is refused, RFC 5802 §6), SCRAM mandatory extensions ("m=" is refused with
-extensions-not-supported, RFC 5802 §5.1), SCRAM-SHA-1, and any decision about authorization
+extensions-not-supported, RFC 5802 §5.1), and any decision about authorization
 identities: the authzid is returned to the caller, which refuses proxy authorisation.
 
 Security: handles passwords and password-equivalent SCRAM keys; never logs them; the SCRAM
@@ -37,7 +38,10 @@ from hato.core.errors import AuthError
 PLAIN = "PLAIN"
 LOGIN = "LOGIN"
 SCRAM_SHA_256 = "SCRAM-SHA-256"
-MECHANISMS = (SCRAM_SHA_256, PLAIN, LOGIN)
+SCRAM_SHA_1 = "SCRAM-SHA-1"
+MECHANISMS = (SCRAM_SHA_256, SCRAM_SHA_1, PLAIN, LOGIN)
+# The hash H() of each SCRAM mechanism (RFC 5802 §2.2; RFC 7677 §3 for SHA-256).
+SCRAM_DIGESTS = {SCRAM_SHA_256: "sha256", SCRAM_SHA_1: "sha1"}
 
 # RFC 4616 §2 requires accepting 255 octets per field; we accept up to 4 KiB per message.
 MAX_CLIENT_MESSAGE = 4096
@@ -117,8 +121,12 @@ def prepare_password(password: str) -> str:
 # -- SCRAM keys (RFC 5802 §3) ---------------------------------------------------------------
 
 
-def _hmac(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.sha256).digest()
+def _hmac(key: bytes, data: bytes, digest: str = "sha256") -> bytes:
+    return hmac.new(key, data, digest).digest()
+
+
+def _hash(data: bytes, digest: str) -> bytes:
+    return hashlib.new(digest, data).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -134,40 +142,50 @@ def _unb64(text: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class ScramSecrets:
-    """What a server stores for SCRAM-SHA-256: the salt, iterations, StoredKey, ServerKey."""
+    """What a server stores for one SCRAM hash: the salt, iterations, StoredKey, ServerKey.
+
+    ``digest`` is the hashlib name of H(): "sha256" (SCRAM-SHA-256) or "sha1" (SCRAM-SHA-1)."""
 
     iterations: int
     salt: bytes
     stored_key: bytes = field(repr=False)
     server_key: bytes = field(repr=False)
+    digest: str = "sha256"
 
     @classmethod
     def from_password(
-        cls, password: str, *, salt: bytes | None = None, iterations: int = SCRAM_MIN_ITERATIONS
+        cls,
+        password: str,
+        *,
+        salt: bytes | None = None,
+        iterations: int = SCRAM_MIN_ITERATIONS,
+        digest: str = "sha256",
     ) -> ScramSecrets:
         """Derive the keys (RFC 5802 §3): SaltedPassword := Hi(Normalize(password), salt, i)."""
         if iterations < 1:
             raise ValueError("SCRAM iteration count must be positive")
         salt = secrets.token_bytes(SCRAM_SALT_BYTES) if salt is None else salt
-        salted = _salted_password(password, salt, iterations)
-        client_key = _hmac(salted, b"Client Key")
+        salted = _salted_password(password, salt, iterations, digest)
+        client_key = _hmac(salted, b"Client Key", digest)
         return cls(
             iterations=iterations,
             salt=salt,
-            stored_key=hashlib.sha256(client_key).digest(),
-            server_key=_hmac(salted, b"Server Key"),
+            stored_key=_hash(client_key, digest),
+            server_key=_hmac(salted, b"Server Key", digest),
+            digest=digest,
         )
 
     @classmethod
-    def parse(cls, text: str) -> ScramSecrets:
+    def parse(cls, text: str, *, digest: str = "sha256") -> ScramSecrets:
         """Parse the stored form ``<iterations>$<b64 salt>$<b64 StoredKey>$<b64 ServerKey>``."""
         parts = text.split("$")
         if len(parts) != 4 or not parts[0].isdigit() or int(parts[0]) < 1:
             raise SaslError("malformed stored SCRAM secrets")
         stored, server = _unb64(parts[2]), _unb64(parts[3])
-        if len(stored) != 32 or len(server) != 32:
+        size = hashlib.new(digest).digest_size
+        if len(stored) != size or len(server) != size:
             raise SaslError("malformed stored SCRAM secrets")
-        return cls(int(parts[0]), _unb64(parts[1]), stored, server)
+        return cls(int(parts[0]), _unb64(parts[1]), stored, server, digest)
 
     def format(self) -> str:
         return "$".join(
@@ -176,21 +194,31 @@ class ScramSecrets:
 
     @classmethod
     def decoy(
-        cls, username: str, key: bytes, *, iterations: int = SCRAM_MIN_ITERATIONS
+        cls,
+        username: str,
+        key: bytes,
+        *,
+        iterations: int = SCRAM_MIN_ITERATIONS,
+        digest: str = "sha256",
     ) -> ScramSecrets:
         """Secrets for a user that does not exist (or may not log in): a salt stable per
         username and keys nobody knows, so the exchange fails at the proof exactly like a
         wrong password and does not reveal whether the account exists."""
-        digest = _hmac(key, b"scram-decoy\x00" + username.encode("utf-8"))
+        seed = _hmac(key, b"scram-decoy\x00" + username.encode("utf-8"))
+        size = hashlib.new(digest).digest_size
         return cls(
-            iterations, digest[:SCRAM_SALT_BYTES], secrets.token_bytes(32), secrets.token_bytes(32)
+            iterations,
+            seed[:SCRAM_SALT_BYTES],
+            secrets.token_bytes(size),
+            secrets.token_bytes(size),
+            digest,
         )
 
 
-def _salted_password(password: str, salt: bytes, iterations: int) -> bytes:
+def _salted_password(password: str, salt: bytes, iterations: int, digest: str) -> bytes:
     # RFC 5802 §2.2 Hi() is PBKDF2 with HMAC as the PRF and one block of output.
     normalized = prepare_password(password).encode("utf-8")
-    return hashlib.pbkdf2_hmac("sha256", normalized, salt, iterations)
+    return hashlib.pbkdf2_hmac(digest, normalized, salt, iterations)
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -356,13 +384,14 @@ class LoginServer:
         return PasswordReceived(authcid=self._username, password=text)
 
 
-class ScramSha256Server:
-    """RFC 5802 §3/§5 with SHA-256 (RFC 7677), without channel binding.
+class ScramServer:
+    """RFC 5802 §3/§5 server for the hash of ``name``, without channel binding.
 
     ``nonce`` (the server part of the nonce) is injectable for known-answer tests.
     """
 
     name = SCRAM_SHA_256
+    digest = "sha256"
 
     def __init__(self, *, nonce: str | None = None) -> None:
         self._server_nonce = nonce if nonce is not None else secrets.token_urlsafe(18)
@@ -443,6 +472,8 @@ class ScramSha256Server:
         """Give the user's keys (or ``ScramSecrets.decoy``); returns the server-first-message."""
         if self._state != "need-secrets":
             raise SaslError("SCRAM secrets provided out of sequence")
+        if keys.digest != self.digest:
+            raise SaslError(f"{keys.digest} secrets given to {self.name}")
         self._secrets = keys
         # RFC 5802 §7: server-first-message = nonce "," salt "," iteration-count
         self._server_first = f"r={self._nonce},s={_b64(keys.salt)},i={keys.iterations}"
@@ -464,17 +495,32 @@ class ScramSha256Server:
         if not hmac.compare_digest(attrs[1][1].encode("utf-8"), self._nonce.encode("ascii")):
             raise SaslError("nonce mismatch", server_error="other-error")
         proof = _unb64(proof_attr[2:])
-        if len(proof) != 32:
+        if len(proof) != len(self._secrets.stored_key):
             raise SaslError("proof has the wrong length", server_error="invalid-proof")
         auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}"
         auth_bytes = auth_message.encode("utf-8")
         # RFC 5802 §3: ClientKey := ClientProof XOR ClientSignature; H(ClientKey) == StoredKey
-        client_signature = _hmac(self._secrets.stored_key, auth_bytes)
+        digest = self.digest
+        client_signature = _hmac(self._secrets.stored_key, auth_bytes, digest)
         client_key = _xor(proof, client_signature)
-        if not hmac.compare_digest(hashlib.sha256(client_key).digest(), self._secrets.stored_key):
+        if not hmac.compare_digest(_hash(client_key, digest), self._secrets.stored_key):
             raise SaslError("invalid proof", server_error="invalid-proof")
-        server_signature = _hmac(self._secrets.server_key, auth_bytes)
+        server_signature = _hmac(self._secrets.server_key, auth_bytes, digest)
         return Challenge(f"v={_b64(server_signature)}".encode("ascii"))
+
+
+class ScramSha256Server(ScramServer):
+    """SCRAM-SHA-256 (RFC 7677 §3)."""
+
+    name = SCRAM_SHA_256
+    digest = "sha256"
+
+
+class ScramSha1Server(ScramServer):
+    """SCRAM-SHA-1 (RFC 5802 §5), the mechanism ManageSieve servers MUST offer (RFC 5804 §2.1)."""
+
+    name = SCRAM_SHA_1
+    digest = "sha1"
 
 
 def server_mechanism(name: str, *, scram_nonce: str | None = None) -> ServerMechanism:
@@ -486,6 +532,8 @@ def server_mechanism(name: str, *, scram_nonce: str | None = None) -> ServerMech
         return LoginServer()
     if upper == SCRAM_SHA_256:
         return ScramSha256Server(nonce=scram_nonce)
+    if upper == SCRAM_SHA_1:
+        return ScramSha1Server(nonce=scram_nonce)
     raise SaslError(f"unsupported mechanism {name!r}")
 
 
@@ -533,10 +581,11 @@ class LoginClient:
         return self._answers.pop(0)
 
 
-class ScramSha256Client:
+class ScramClient:
     """RFC 5802 §3 client; ``verified`` becomes True once the server proved its key."""
 
     name = SCRAM_SHA_256
+    digest = "sha256"
 
     def __init__(
         self, username: str, password: str, *, authzid: str = "", nonce: str | None = None
@@ -575,14 +624,25 @@ class ScramSha256Client:
             raise SaslError("server nonce does not extend ours")
         if not iterations.isdigit() or int(iterations) < 1:
             raise SaslError("bad iteration count")
-        salted = _salted_password(self._password, _unb64(salt), int(iterations))
-        client_key = _hmac(salted, b"Client Key")
-        stored_key = hashlib.sha256(client_key).digest()
+        digest = self.digest
+        salted = _salted_password(self._password, _unb64(salt), int(iterations), digest)
+        client_key = _hmac(salted, b"Client Key", digest)
+        stored_key = _hash(client_key, digest)
         without_proof = f"c={_b64(self._gs2.encode('utf-8'))},r={nonce}"
         auth = f"{self._first_bare},{server_first},{without_proof}".encode()
-        proof = _xor(client_key, _hmac(stored_key, auth))
-        self._server_signature = _hmac(_hmac(salted, b"Server Key"), auth)
+        proof = _xor(client_key, _hmac(stored_key, auth, digest))
+        self._server_signature = _hmac(_hmac(salted, b"Server Key", digest), auth, digest)
         return f"{without_proof},p={_b64(proof)}".encode("ascii")
+
+
+class ScramSha256Client(ScramClient):
+    name = SCRAM_SHA_256
+    digest = "sha256"
+
+
+class ScramSha1Client(ScramClient):
+    name = SCRAM_SHA_1
+    digest = "sha1"
 
 
 def client_mechanism(name: str, username: str, password: str) -> ClientMechanism:
@@ -594,4 +654,6 @@ def client_mechanism(name: str, username: str, password: str) -> ClientMechanism
         return LoginClient(username, password)
     if upper == SCRAM_SHA_256:
         return ScramSha256Client(username, password)
+    if upper == SCRAM_SHA_1:
+        return ScramSha1Client(username, password)
     raise SaslError(f"unsupported mechanism {name!r}")

@@ -21,18 +21,22 @@ so nothing from a message can inject a command.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from hato.core.address import Address
+from hato.core.address import MAX_DOMAIN_OCTETS, MAX_LOCAL_OCTETS, Address
 from hato.core.errors import ProtocolError, UsageError
 
 MAX_REPLY_LINE = 4096  # RFC 5321 §4.5.3.1.5 says 512; real servers exceed it a little
 MAX_REPLY_LINES = 200
-_REPLY_LINE = re.compile(rb"([2-5][0-9][0-9])([ -]|$)(.*)", re.DOTALL)
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+_CODES = {str(n).encode(): n for n in range(200, 600)}  # RFC 5321 §4.2.1: 2yz to 5yz
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
+_ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~"  # RFC 5321 §4.1.2 atext (ASCII)
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"  # a lower-case LDH label
+_PLAIN_PATH = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*@(?:{_LABEL}\.)*{_LABEL}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +70,7 @@ class ServerReply:
 
 
 class ReplyParser:
-    """Feed bytes from the server; ``replies()`` yields every complete reply."""
+    """Feed bytes from the server; ``replies()`` returns every complete reply."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -74,33 +78,43 @@ class ReplyParser:
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
-        if len(self._buffer) > MAX_REPLY_LINE and b"\n" not in self._buffer[:MAX_REPLY_LINE]:
+        if len(self._buffer) > MAX_REPLY_LINE and self._buffer.find(b"\n", 0, MAX_REPLY_LINE) < 0:
             raise ProtocolError("reply line too long")
 
-    def replies(self) -> Iterator[ServerReply]:
-        while True:
-            nl = self._buffer.find(b"\n")
-            if nl < 0:
-                return
-            raw = bytes(self._buffer[:nl]).rstrip(b"\r")
-            del self._buffer[: nl + 1]
+    def replies(self) -> list[ServerReply]:
+        """The replies completed by the bytes fed so far (in order); a partial line waits."""
+        buffer = self._buffer
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            return []
+        complete = bytes(buffer[: end + 1])
+        del buffer[: end + 1]
+        out: list[ServerReply] = []
+        for raw in complete.split(b"\n")[:-1]:
+            raw = raw.rstrip(b"\r")
             if len(raw) > MAX_REPLY_LINE:
                 raise ProtocolError("reply line too long")
-            match = _REPLY_LINE.fullmatch(raw)
-            if match is None:
+            # RFC 5321 §4.2: Reply-code [ SP / "-" textstring ] CRLF, code 2yz-5yz
+            code = _CODES.get(raw[:3])
+            sep = raw[3:4]
+            if code is None or sep not in (b"", b" ", b"-"):
                 raise ProtocolError(f"malformed reply line {raw[:60]!r}")
-            code = int(match.group(1))
-            if self._lines and self._lines[0][0] != code:
+            text = raw[4:].decode("utf-8", errors="replace")
+            lines = self._lines
+            if not lines and sep != b"-":
+                out.append(_build(code, [text]))  # a one-line reply: the common case
+                continue
+            if lines and lines[0][0] != code:
                 # RFC 5321 §4.2.1: every line of a multi-line reply has the same code
                 raise ProtocolError("reply code changed inside a multi-line reply")
-            text = match.group(3).decode("utf-8", errors="replace")
-            self._lines.append((code, text))
-            if len(self._lines) > MAX_REPLY_LINES:
+            lines.append((code, text))
+            if len(lines) > MAX_REPLY_LINES:
                 raise ProtocolError("too many reply lines")
-            if match.group(2) == b"-":
+            if sep == b"-":
                 continue  # RFC 5321 §4.2.1: "-" continues the reply
-            lines, self._lines = self._lines, []
-            yield _build(code, [t for _c, t in lines])
+            self._lines = []
+            out.append(_build(code, [t for _c, t in lines]))
+        return out
 
     @property
     def pending(self) -> bool:
@@ -109,14 +123,23 @@ class ReplyParser:
 
 
 def _build(code: int, texts: list[str]) -> ServerReply:
-    enhanced: str | None = None
-    first = _ENHANCED.match(texts[0]) if texts else None
+    first = texts[0]
     # RFC 2034 §4: the status code's class agrees with the reply code's first digit
-    if first is not None and first.group(1) == str(code)[0]:
-        enhanced = f"{first.group(1)}.{int(first.group(2))}.{int(first.group(3))}"
-        prefix = first.group(0)
-        texts = [t[len(prefix) :] if t.startswith(prefix) else t for t in texts]
-    return ServerReply(code, tuple(texts), enhanced)
+    if first[:1] != _CLASS[code // 100]:
+        return ServerReply(code, tuple(texts))
+    found = _ENHANCED.match(first)
+    if found is None:
+        return ServerReply(code, tuple(texts))
+    klass, subject, detail = found.groups()
+    enhanced = f"{klass}.{int(subject)}.{int(detail)}"
+    cut = found.end()
+    if len(texts) == 1:
+        return ServerReply(code, (first[cut:],), enhanced)
+    prefix = found.group(0)
+    return ServerReply(code, tuple(t[cut:] if t.startswith(prefix) else t for t in texts), enhanced)
+
+
+_CLASS = {2: "2", 3: "3", 4: "4", 5: "5"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,35 +173,35 @@ class Capabilities:
 
     @property
     def pipelining(self) -> bool:
-        return self.has("PIPELINING")  # RFC 2920 §3
+        return "PIPELINING" in self.keywords  # RFC 2920 §3
 
     @property
     def chunking(self) -> bool:
-        return self.has("CHUNKING")  # RFC 3030 §2
+        return "CHUNKING" in self.keywords  # RFC 3030 §2
 
     @property
     def smtputf8(self) -> bool:
-        return self.has("SMTPUTF8")  # RFC 6531 §3.1
+        return "SMTPUTF8" in self.keywords  # RFC 6531 §3.1
 
     @property
     def eightbit(self) -> bool:
-        return self.has("8BITMIME")  # RFC 6152 §2
+        return "8BITMIME" in self.keywords  # RFC 6152 §2
 
     @property
     def binarymime(self) -> bool:
-        return self.has("BINARYMIME") and self.chunking  # RFC 3030 §3 needs CHUNKING
+        return "BINARYMIME" in self.keywords and self.chunking  # RFC 3030 §3 needs CHUNKING
 
     @property
     def dsn(self) -> bool:
-        return self.has("DSN")  # RFC 3461 §4
+        return "DSN" in self.keywords  # RFC 3461 §4
 
     @property
     def starttls(self) -> bool:
-        return self.has("STARTTLS")  # RFC 3207 §4
+        return "STARTTLS" in self.keywords  # RFC 3207 §4
 
     @property
     def requiretls(self) -> bool:
-        return self.has("REQUIRETLS")  # RFC 8689 §2
+        return "REQUIRETLS" in self.keywords  # RFC 8689 §2
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -206,6 +229,17 @@ def path(address: str, *, utf8: bool) -> str:
     domain goes out as A-labels and a non-ASCII local part is refused (RFC 6531 §3.2)."""
     if address == "":
         return "<>"  # RFC 5321 §4.5.5
+    if _PLAIN_PATH.fullmatch(address) and "xn--" not in address:
+        # A Dot-string local part and a lower-case LDH domain (RFC 5321 §4.1.2): already
+        # in the canonical form ``_parsed_path`` would give, in ASCII.
+        at = address.rfind("@")
+        if at <= MAX_LOCAL_OCTETS and len(address) - at - 1 <= MAX_DOMAIN_OCTETS:
+            return f"<{address}>"
+    return _parsed_path(address, utf8=utf8)
+
+
+@functools.lru_cache(maxsize=1024)  # a queue run sends from few senders: parse each once
+def _parsed_path(address: str, *, utf8: bool) -> str:
     parsed = Address.parse(address)
     if utf8:
         text = f"{parsed.local}@{parsed.domain}"

@@ -30,6 +30,24 @@ class DataProblem(enum.Enum):
     TOO_BIG = "message too big"  # RFC 1870 §6.3
 
 
+def has_long_line(text: bytes) -> bool:
+    """Whether a line of ``text`` (whole lines, each ending in CRLF, no bare CR or LF) has
+    more than ``MAX_LINE_CONTENT`` octets before its CRLF (RFC 5321 §4.5.3.1.6).
+
+    Looks at windows of ``MAX_LINE_CONTENT + 2`` octets rather than at every line: the last
+    LF in a window ends every line that lies in it, and a window without an LF holds part of
+    a line too long. About one ``rfind`` per kilobyte instead of one object per line."""
+    window = MAX_LINE_CONTENT + 2  # the content, its CR and its LF
+    start, size = 0, len(text)
+    while size - start > window:
+        lf = text.rfind(b"\n", start, start + window)
+        if lf < 0:
+            return True
+        start = lf + 1
+    # the rest is at most one window: only an unterminated last piece can still be too long
+    return size - max(start, text.rfind(b"\n", start) + 1) > MAX_LINE_CONTENT
+
+
 class DotReader:
     """Reads one DATA body out of a connection buffer.
 
@@ -67,7 +85,8 @@ class DotReader:
                 self._check_partial(buffer)
                 return b""
             end = consumed = last + 2
-        region = bytes(buffer[:end])
+        with memoryview(buffer) as view:
+            region = bytes(view[:end])  # one copy (a bytearray slice would be a second)
         del buffer[:consumed]
         leading_dot = self._bol and region.startswith(b".")
         self._bol = True
@@ -79,7 +98,7 @@ class DotReader:
         body = region.replace(b"\r\n.", b"\r\n")
         if leading_dot:
             body = body[1:]
-        if self.problem is None and max(map(len, body.split(b"\r\n"))) > MAX_LINE_CONTENT:
+        if self.problem is None and has_long_line(body):
             self._flag(DataProblem.LINE_TOO_LONG)  # RFC 5321 §4.5.3.1.6
         self.size += len(body)
         if self.size > self.max_size:

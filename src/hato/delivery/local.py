@@ -5,8 +5,10 @@ only when there is exactly one recipient, since the body is shared by all recipi
 Return-Path field at final delivery), the WITH protocol names of RFC 3848 §2 and
 RFC 6531 §3.7.3, the "tls" clause of RFC 8314 §4.3, mail-loop detection by counting Received
 fields (RFC 5321 §6.3), the TLS-Required header field of RFC 8689 §3/§4.1, and the durable
-hand-off: the body is fsynced (``BlobWriter.commit`` in a worker thread) and then every copy
-is stored in one unit of work (``MailStore.deliver``), so "250 OK" means every copy is on disk.
+hand-off: the body is made durable (``BlobWriter.commit``: a large one fsynced in a worker
+thread; a small one, committed inline, is journalled by the unit of work that stores it)
+and every copy is stored in one unit of work (``MailStore.deliver``), so "250 OK" means the
+body and every copy are on disk.
 
 ``deliver_message`` is the one delivery path of the SMTP server: every local copy goes through
 the account's Sieve script (``delivery.sieve``), and the remote recipients' queue entries plus
@@ -32,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import functools
 import re
 import tempfile
 from collections.abc import Sequence
@@ -43,7 +46,7 @@ from hato.core import log
 from hato.core.address import Address
 from hato.core.errors import StoreError
 from hato.core.reply import Reply
-from hato.delivery.sieve import sieve_committed, sieve_plan
+from hato.delivery.sieve import sieve_committed, sieve_plan, store_edited
 from hato.delivery.sieve_send import Received, Sending, prepare_sends, protocol_refusal
 from hato.store.api import BlobWriter, MailStore
 from hato.store.model import Appended, BlobRef, DeliveryTarget
@@ -112,9 +115,15 @@ def received_header(info: TraceInfo, *, recipient: Address | None, now: float) -
     if recipient is not None:
         # RFC 5321 §4.4: FOR holds exactly one path; only written for a single recipient
         lines.append(f"for {path_text(recipient, utf8=info.smtputf8)}")
-    stamp = datetime.datetime.fromtimestamp(now).astimezone()  # local time with offset
-    lines[-1] += f"; {email.utils.format_datetime(stamp)}"
+    lines[-1] += f"; {_date_time(int(now))}"
     return ("\r\n\t".join(lines) + "\r\n").encode("utf-8")
+
+
+@functools.lru_cache(maxsize=4)
+def _date_time(second: int) -> str:
+    """RFC 5322 §3.3 date-time of a second, local time with its offset (the same for every
+    message of that second: computed once)."""
+    return email.utils.format_datetime(datetime.datetime.fromtimestamp(second).astimezone())
 
 
 def return_path_header(sender: Address | None, *, utf8: bool) -> bytes:
@@ -191,8 +200,11 @@ class IncomingMessage:
         return self._writer.size
 
     async def commit(self) -> BlobRef:
-        """fsync and install the body (blocking work in a thread)."""
+        """Make the body durable and install it: inline when the writer says that costs no
+        fsync (a small body, journalled by the unit that stores it), else in a thread."""
         self._finished = True
+        if self._writer.quick:
+            return self._writer.commit()
         return await asyncio.to_thread(self._writer.commit)
 
     def abort(self) -> None:
@@ -292,8 +304,10 @@ async def deliver_local(store: MailStore, message: ReceivedMessage) -> list[Appe
         envelope=message.envelope,
         targets=message.targets,
         now=message.received_at,
+        strip_prefix=message.strip_prefix,
     )
-    appended = await store.deliver(message.blob, plan.targets, internal_date=message.received_at)
+    appended = await store_edited(store, plan, now=message.received_at)  # RFC 5293 §7
+    appended += await store.deliver(message.blob, plan.targets, internal_date=message.received_at)
     await sieve_committed(store, plan, now=message.received_at)
     return appended
 
@@ -326,8 +340,11 @@ async def deliver_message(
         targets=message.targets,
         now=now,
         sending=sending is not None,
+        strip_prefix=message.strip_prefix,
+        settings=sending.sieve if sending is not None else None,
     )
     if sending is None:
+        edited = await store_edited(store, plan, now=now)  # RFC 5293 §7: edited copies
         if outbound:
             appended, ids = await store.deliver_and_queue(
                 message.blob, plan.targets, outbound, internal_date=now
@@ -335,7 +352,7 @@ async def deliver_message(
         else:
             appended, ids = await store.deliver(message.blob, plan.targets, internal_date=now), []
         await sieve_committed(store, plan, now=now)
-        return Delivered(tuple(appended), tuple(ids))
+        return Delivered(tuple(edited + appended), tuple(ids))
     if not outbound:
         # RFC 5429 §2.1.1 / §2.2 condition 2: every recipient refused: refuse over SMTP
         refusal = protocol_refusal(plan, message.targets)
@@ -346,12 +363,14 @@ async def deliver_message(
     sends = await prepare_sends(store, plan, received=received, sending=sending)
     targets = _unique(list(plan.targets) + sends.targets)
     entries = list(outbound) + sends.entries
+    edited = await store_edited(store, plan, now=now)  # RFC 5293 §7: edited copies
     if entries:
         appended, ids = await store.deliver_and_queue(
             message.blob, targets, entries, internal_date=now
         )
     else:
         appended, ids = await store.deliver(message.blob, targets, internal_date=now), []
+    appended = edited + appended
     for blob, local in sends.notices:
         try:
             appended += await store.deliver(blob, local, internal_date=now)

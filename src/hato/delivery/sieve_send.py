@@ -5,14 +5,22 @@ local copies committed in the same unit of work as the received message:
 
 * redirect (RFC 5228 §4.2): the received body itself (its Received fields preserved, ours
   included, so the count grows), to local accounts as extra copies or queued for remote
-  addresses; the envelope sender is kept, and rewritten with SRS when it is a remote
-  sender (``SenderRewriter``, hato.outbound.srs) so SPF passes at the destination; an empty
-  sender stays empty (§4.2 MUST). Loop control (§4.2 MUST): a message that already carries
-  ``loop_limit`` Received fields stamped by this host is not redirected again (an error:
-  the implicit keep applies, RFC 5228 §2.10.6);
+  addresses with an ``X-Sieve-Redirected-From`` field naming the account first; the
+  envelope sender is the one ``SieveLimits.redirect_envelope_from`` (in ``Sending.sieve``,
+  the ``[sieve]`` settings) chooses (by default the
+  original), rewritten with SRS when it is a remote sender (``SenderRewriter``,
+  hato.outbound.srs) so SPF passes at the destination; an empty sender stays empty (§4.2
+  MUST). Loop control (§4.2 MUST): a message that already carries ``loop_limit`` Received
+  fields stamped by this host, or an X-Sieve-Redirected-From field naming the account or
+  the recipient address, is not redirected again (an error: the implicit keep applies,
+  RFC 5228 §2.10.6);
 * vacation (RFC 5230 §5.1: MAIL FROM <>, RCPT NOTIFY=NEVER; §4.2 the reply is recorded as
   sent only when queued), notify by mailto (RFC 5436 §2), both composed by
   ``hato.codec.sieve.compose``;
+* report (Pigeonhole's vnd.dovecot.report): an RFC 5965 feedback report about the message
+  as received (``hato.codec.sieve.ext_report``), from <>, its From chosen by
+  ``SieveLimits.report_from``; never to the account that runs the script (the extension's
+  §3 MUST: a report that would reach it is dropped and logged);
 * reject (RFC 5429 §2.2.1: an MDN) and ereject (§2.1.2: a DSN, RFC 3464 with the reason,
   Action: failed) to the envelope sender when the refusal cannot be given at the SMTP level,
   never to the null reverse-path (RFC 3461 §6.2, RFC 3798 §2.1; logged, §2.1 SHOULD), and
@@ -39,14 +47,22 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hato.codec.sieve import compose
-from hato.codec.sieve.actions import Action, Notify, Redirect, Reject, Vacation
+from hato.codec.sieve.actions import Action, Notify, Redirect, Reject, Report, Vacation
+from hato.codec.sieve.ext_report import report_message
 from hato.codec.smtp_events import Envelope
 from hato.core import log
 from hato.core.address import Address
 from hato.core.errors import AddressError
 from hato.core.reply import Reply
 from hato.delivery.recipients import RecipientResolver, Resolution
-from hato.delivery.sieve import Decision, SievePlan
+from hato.delivery.sieve import (
+    DEFAULT_SETTINGS,
+    Decision,
+    SievePlan,
+    SieveSettings,
+    sieve_envelope,
+    write_body,
+)
 from hato.store.api import MailStore
 from hato.store.model import BlobRef, DeliveryTarget
 from hato.store.queue import NewQueueEntry, QueueRecipient
@@ -73,6 +89,7 @@ class Sending:
     loop_limit: int = REDIRECT_LOOP_LIMIT
     # DKIM (hato.outbound.dkim_sign): (message, domain) -> fields to prepend; b"" without keys
     signer: Callable[[bytes, str], bytes] | None = None
+    sieve: SieveSettings = DEFAULT_SETTINGS  # the [sieve] settings (limits, programs, policy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +141,9 @@ def protocol_refusal(plan: SievePlan, targets: Sequence[DeliveryTarget]) -> Repl
     reasons: list[str] = []
     for target in targets:
         decision = decided.get(target.account_id)
-        if decision is None or decision.rejected is None or decision.targets or decision.pending:
+        if decision is None or decision.rejected is None:
+            return None
+        if decision.targets or decision.pending or decision.edited:
             return None
         if not decision.ereject and not decision.rejected.isascii():
             return None
@@ -154,17 +173,6 @@ def _from_domain(message: bytes) -> str:
 def _remote(address: Address, resolution: Resolution) -> tuple[str, ...]:
     """The remote addresses to queue; RFC 5321 §2.4: a remote local part keeps its case."""
     return resolution.remote if resolution.local_domain else (str(address),)
-
-
-async def _write_blob(store: MailStore, data: bytes) -> BlobRef:
-    writer = store.blobs.writer()
-    try:
-        writer.write(data)
-    except BaseException:
-        writer.abort()
-        raise
-
-    return await asyncio.to_thread(writer.commit)
 
 
 class _Sender:
@@ -214,8 +222,14 @@ class _Sender:
     async def redirect(self, account_id: int, user: str, action: Redirect) -> bool:
         """True when the redirect was carried out (queued or stored)."""
         message = await self.message()
-        hops = _own_received(message[self.received.strip_prefix :], self.sending.hostname)
-        if hops >= self.sending.loop_limit:
+        strip = self.received.strip_prefix
+        hops = _own_received(message[strip:], self.sending.hostname)
+        limits = self.sending.sieve.limits
+        envelope = sieve_envelope(
+            self.received.envelope, user, delimiter=limits.subaddress_delimiter
+        )
+        users = (user, envelope.to)
+        if hops >= self.sending.loop_limit or compose.redirect_loop(message[strip:], users=users):
             # RFC 5228 §4.2: loop control; a detected loop is an error (implicit keep)
             log.event("sieve.redirect.loop", account=account_id, to=action.address, hops=hops)
             return False
@@ -228,22 +242,34 @@ class _Sender:
         if resolution.loop or not (resolution.targets or resolution.remote):
             log.event("sieve.redirect.undeliverable", account=account_id, to=action.address)
             return False
-        blob, strip = self.received.blob, self.received.strip_prefix
+        blob, data = self.received.blob, message
         if action.message is not None and action.message != message:
             # editheader changed the header (RFC 5293): send the edited message
             prefix = message[:strip]
             strip = strip if action.message.startswith(prefix) else 0
-            blob = await _write_blob(self.store, action.message)
+            data = action.message
+            blob = await write_body(self.store, data)
         if resolution.targets:
+            # local copies are stored without running Sieve again: no loop to mark
             if blob is self.received.blob:
                 self.sends.targets.extend(resolution.targets)
             else:
                 self.sends.notices.append((blob, list(resolution.targets)))
-        sender = self.sender
-        if sender and self.sending.srs is not None and not await self._is_local(sender):
+        original = compose.redirect_sender("", envelope=envelope, user_email=user)
+        sender = compose.redirect_sender(
+            limits.redirect_envelope_from, envelope=envelope, user_email=user
+        )
+        srs = self.sending.srs
+        if sender and sender == original and srs and not await self._is_local(sender):
             domain = user.rpartition("@")[2]
-            sender = self.sending.srs.forward(sender, domain=domain, now=self.received.now)
-        for target in _remote(address, resolution):
+            sender = srs.forward(sender, domain=domain, now=self.received.now)
+        remote = _remote(address, resolution)
+        if remote:
+            # RFC 5228 §4.2 loop control where the message comes back through another
+            # server's Sieve (or ours): the field names the user who redirected it
+            marked = data[:strip] + compose.mark_redirected(data[strip:], user=user)
+            blob = await write_body(self.store, marked)
+        for target in remote:
             self.sends.entries.append(
                 self._entry(blob, sender, QueueRecipient(target), strip=strip)
             )
@@ -253,7 +279,7 @@ class _Sender:
             to=action.address,
             local=len(resolution.targets),
             remote=len(resolution.remote),
-            srs=sender != self.sender,
+            srs=sender != original,
         )
         return True
 
@@ -281,7 +307,7 @@ class _Sender:
             domain = _from_domain(data)
             if domain:
                 data = await asyncio.to_thread(signer, data, domain) + data
-        blob = await _write_blob(self.store, prefix + data)
+        blob = await write_body(self.store, prefix + data)
         if resolution.targets:
             self.sends.notices.append((blob, list(resolution.targets)))
         # RFC 5230 §5.1: NOTIFY=NEVER for auto-replies (an empty set renders as NEVER)
@@ -298,6 +324,34 @@ class _Sender:
             remote=len(resolution.remote),
         )
         return True
+
+    async def report(self, account_id: int, user: str, action: Report) -> bool:
+        """The RFC 5965 report ``action`` asks for; never to ``user``'s own account."""
+        try:
+            resolution = await self.sending.resolver.resolve(Address.parse(action.recipient))
+        except AddressError:
+            log.event("sieve.report.invalid", account=account_id)
+            return False
+        if any(t.account_id == account_id for t in resolution.targets):
+            # vnd.dovecot.report §3: "MUST NOT allow sending report messages to the mail
+            # account running this Sieve script"
+            log.event("sieve.report.own_account", account=account_id)
+            return False
+        limits = self.sending.sieve.limits
+        envelope = sieve_envelope(
+            self.received.envelope, user, delimiter=limits.subaddress_delimiter
+        )
+        outgoing = report_message(
+            action,
+            original=(await self.message())[self.received.strip_prefix :],
+            envelope=envelope,
+            user=user,
+            now=self.received.now,
+            setting=limits.report_from,
+            user_email=limits.user_email,
+            hostname=self.sending.hostname,
+        )
+        return await self.generated(account_id, outgoing, what="report", never_notify=True)
 
     async def refusal(self, account_id: int, user: str, decision: Decision) -> None:
         """RFC 5429 §2.2.1 MDN for reject, §2.1.2 DSN for ereject; none to <>."""
@@ -357,9 +411,21 @@ async def prepare_sends(
                     account_id, reply, what="vacation", never_notify=True
                 ):
                     out.sends.sent.append(action)
+            elif isinstance(action, Report):
+                if await out.report(account_id, user, action):
+                    out.sends.sent.append(action)
             elif isinstance(action, Notify):
+                limits = sending.sieve.limits
                 notes = compose.notifications(
-                    action, user=user, envelope_sender=out.sender, now=received.now
+                    action,
+                    user=user,
+                    envelope_sender=out.sender,
+                    now=received.now,
+                    setting=limits.notify_envelope_from,
+                    envelope=sieve_envelope(
+                        received.envelope, user, delimiter=limits.subaddress_delimiter
+                    ),
+                    user_email=user,
                 )
                 sent = [
                     await out.generated(account_id, n, what="notify", never_notify=False)

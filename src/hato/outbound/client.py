@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
+import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hato.codec import smtp_client as sc
 from hato.core.errors import HatoError, ProtocolError, UsageError
-from hato.outbound.tlspolicy import HostPolicy, Requirement, dane_matches
+from hato.outbound import dane
+from hato.outbound.tlspolicy import HostPolicy, Requirement
 
 GREETING_TIMEOUT = 300.0  # RFC 5321 §4.5.3.2.1
 COMMAND_TIMEOUT = 300.0  # RFC 5321 §4.5.3.2.2/.3: MAIL and RCPT
@@ -97,8 +101,162 @@ class TlsOutcome:
     failure: str | None = None  # e.g. "certificate-host-mismatch", "starttls-not-supported"
 
 
+@dataclass(slots=True, eq=False)
+class Transaction:
+    """One mail transaction rendered for this connection's capabilities (``prepare``)."""
+
+    rcpts: Sequence[Rcpt]
+    message: bytes
+    mail: bytes  # the MAIL command line
+    lines: list[bytes]  # the RCPT command lines
+    envelope: bytes  # MAIL + RCPT lines: one piece of a command group (RFC 2920 §3.1)
+
+
+class _Channel(asyncio.Protocol):
+    """The connection's I/O: bytes in go straight to the reply parser, and a reader waits
+    only when the reply it needs has not arrived yet: one future per wait, no Task per
+    command, and one watchdog timer per connection for the reply timeouts (a wait moves its
+    deadline; the timer, when it fires early, re-arms itself for the current deadline)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = sc.ReplyParser()
+        self.replies: deque[sc.ServerReply] = deque()
+        self.failure: ProtocolError | None = None
+        self.eof = False
+        self.paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0  # loop time by which the awaited reply must have come
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._lost: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._lost = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self.failure is not None:
+            return
+        try:
+            self.parser.feed(data)
+            self.replies.extend(self.parser.replies())
+        except ProtocolError as exc:  # a hostile or broken server: the session is over
+            self.failure = exc
+            if self.transport is not None:
+                self.transport.abort()
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        self._wake()
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.paused = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self._wake()
+        for future in (self._drain, self._lost):
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- used by SmtpClient --------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise OSError("connection closed")
+        transport.write(data)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait while the transport's buffer is above its high-water mark."""
+        while self.paused:
+            self._drain = asyncio.get_running_loop().create_future()
+            await asyncio.wait_for(self._drain, timeout)
+        if self.eof:
+            raise OSError("connection closed")
+
+    async def reply(self, timeout: float) -> sc.ServerReply:
+        """The next reply, waiting up to ``timeout`` seconds for it to arrive."""
+        replies = self.replies
+        while not replies:
+            if self.failure is not None:
+                raise ProtocolError(self.failure.detail)
+            if self.eof:
+                raise OSError("connection closed by the server")
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            self._deadline = deadline = loop.time() + timeout
+            watchdog = self._watchdog
+            if watchdog is None or watchdog.when() > deadline:
+                if watchdog is not None:
+                    watchdog.cancel()
+                self._watchdog = loop.call_at(deadline, self._check_deadline)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return replies.popleft()
+
+    def _check_deadline(self) -> None:
+        self._watchdog = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # nothing awaited: the next wait arms a timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._watchdog = loop.call_at(self._deadline, self._check_deadline)
+
+    def restart(self, transport: asyncio.Transport) -> None:
+        """After STARTTLS: the TLS transport, and nothing kept from the plaintext phase
+        (RFC 3207 §4.2: replies pipelined before TLS are discarded)."""
+        self.transport = transport
+        self.parser = sc.ReplyParser()
+        self.replies.clear()
+
+    async def close(self) -> None:
+        transport = self.transport
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if transport is None:
+            return
+        transport.close()
+        if self._lost is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._lost), 5.0)
+
+
 class SmtpClient:
-    """One connection to one host. Use ``connect`` then ``send`` (repeatedly) then ``quit``."""
+    """One connection to one host. Use ``connect`` then ``send`` (repeatedly) then ``quit``.
+
+    Several transactions on one connection: after a completed transaction (the reply to the
+    end of its data) the server's buffers are clear (RFC 5321 §4.1.1.4), so the next MAIL
+    follows directly; RSET (§4.1.1.5) is sent only after a transaction that stopped before
+    its data (refused recipients, refused DATA). With PIPELINING, ``transact`` can send the
+    next transaction's envelope (and DATA) in the same group as this message's content
+    (RFC 2920 §3.1: "the actual transfer of message content is explicitly allowed to be the
+    first 'command' in a group"): one round trip per message.
+    """
 
     def __init__(
         self,
@@ -124,10 +282,10 @@ class SmtpClient:
         self._auth = auth
         self.timeouts = timeouts or Timeouts()
         self._try_tls = try_tls
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._parser = sc.ReplyParser()
-        self._pending: list[sc.ServerReply] = []
+        self._channel: _Channel | None = None
+        self._dirty = False  # a transaction was left open: RSET before the next MAIL
+        self._primed: Transaction | None = None  # its envelope is on the wire already
+        self._primed_reset = False  # ... preceded by RSET
         self.caps = sc.Capabilities()
         self.tls = TlsOutcome(used=False)
         self.greeting: sc.ServerReply | None = None
@@ -135,28 +293,32 @@ class SmtpClient:
 
     # -- plumbing ------------------------------------------------------------------------
     async def _read_reply(self, timeout: float) -> sc.ServerReply:
-        assert self._reader is not None
-        while not self._pending:
-            for reply in self._parser.replies():
-                self._pending.append(reply)
-            if self._pending:
-                break
-            data = await asyncio.wait_for(self._reader.read(65536), timeout)
-            if not data:
-                raise DeliveryError(
-                    f"{self.host}: connection closed", reply="451 4.4.2 Connection lost"
-                )
-            self._parser.feed(data)
-        return self._pending.pop(0)
+        channel = self._channel
+        assert channel is not None
+        if channel.replies:
+            return channel.replies.popleft()
+        return await channel.reply(timeout)
 
     async def _write(self, data: bytes, timeout: float | None = None) -> None:
-        assert self._writer is not None
-        self._writer.write(data)
-        await asyncio.wait_for(self._writer.drain(), timeout or self.timeouts.block)
+        channel = self._channel
+        assert channel is not None
+        channel.write(data)
+        if channel.paused:
+            await channel.drain(timeout or self.timeouts.block)
 
     async def _command(self, data: bytes, timeout: float) -> sc.ServerReply:
         await self._write(data)
         return await self._read_reply(timeout)
+
+    @property
+    def primed(self) -> Transaction | None:
+        """The transaction whose envelope was sent ahead; it must be the next ``transact``."""
+        return self._primed
+
+    @property
+    def _sni(self) -> str:
+        """RFC 7672 §8.1: with DANE the SNI name is the TLSA base domain."""
+        return self.policy.base_domain or self.host
 
     def _tls_context(self) -> ssl.SSLContext:
         if self.policy.requirement is Requirement.PKIX:
@@ -186,12 +348,14 @@ class SmtpClient:
 
     async def _connect(self) -> None:
         context = self._tls_context() if self._implicit else None
-        self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(
+        channel = self._channel = _Channel()
+        await asyncio.wait_for(
+            asyncio.get_running_loop().create_connection(
+                lambda: channel,
                 self.address,
                 self.port,
                 ssl=context,
-                server_hostname=self.host if context is not None else None,
+                server_hostname=self._sni if context is not None else None,
             ),
             self.timeouts.connect,
         )
@@ -228,11 +392,14 @@ class SmtpClient:
         self.caps = sc.Capabilities(extended=False)
 
     async def _start_tls(self) -> None:
-        assert self._writer is not None
+        channel = self._channel
+        assert channel is not None and channel.transport is not None
         context = self._tls_context()
         try:
-            await asyncio.wait_for(
-                self._writer.start_tls(context, server_hostname=self.host),
+            transport = await asyncio.wait_for(
+                asyncio.get_running_loop().start_tls(
+                    channel.transport, channel, context, server_hostname=self._sni
+                ),
                 self.timeouts.command,
             )
         except ssl.SSLCertVerificationError as exc:
@@ -240,18 +407,23 @@ class SmtpClient:
             raise self._tls_failure(kind, str(exc)) from None
         except (ssl.SSLError, OSError, TimeoutError) as exc:
             raise self._tls_failure("validation-failure", f"handshake: {exc}") from None
-        self._parser = sc.ReplyParser()
-        self._pending = []
+        if transport is None:
+            raise self._tls_failure("validation-failure", "handshake: connection closed")
+        assert isinstance(transport, asyncio.Transport)
+        channel.restart(transport)
         self._after_tls()
 
     def _after_tls(self) -> None:
-        assert self._writer is not None
-        sslobj = self._writer.get_extra_info("ssl_object")
+        channel = self._channel
+        assert channel is not None and channel.transport is not None
+        sslobj = channel.transport.get_extra_info("ssl_object")
         version = sslobj.version() if sslobj is not None else None
         if self.policy.requirement is Requirement.DANE:
-            der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
-            if not der or not dane_matches(der, self.policy.tlsa):
-                raise self._tls_failure("tlsa-invalid", "certificate matches no TLSA record")
+            chain = dane.peer_chain(sslobj) if sslobj is not None else []
+            names = self.policy.names or (self.host,)
+            verdict = dane.verify(chain, self.policy.tlsa, names=names, now=time.time())
+            if not verdict.ok:
+                raise self._tls_failure(verdict.failure, verdict.reason)
         self.tls = TlsOutcome(used=True, version=version)
 
     def _tls_failure(self, kind: str, detail: str) -> TlsPolicyError:
@@ -284,59 +456,80 @@ class SmtpClient:
         if reply.code != 235:  # RFC 4954 §6
             raise DeliveryError(f"{self.host}: AUTH {reply}", reply=_as_reply(reply))
 
-    async def send(
+    # -- transactions --------------------------------------------------------------------
+    def prepare(
         self, sender: str, rcpts: Sequence[Rcpt], message: bytes, options: sc.MailOptions
-    ) -> TransactionResult:
-        """One mail transaction. Raises UsageError when the message needs an extension the
-        server lacks (a permanent problem of this message), DeliveryError when the session
-        broke (the caller retries later)."""
-        reset = self.transactions > 0  # RFC 5321 §4.1.1.5: a fresh transaction after RSET
-        self.transactions += 1
+    ) -> Transaction:
+        """Render one transaction for this server. UsageError when the message needs an
+        extension the server lacks (a permanent problem of this message)."""
         utf8 = options.smtputf8
         mail = sc.mail_from(sender, options, self.caps)
         lines = [
             sc.rcpt_to(r.address, notify=r.notify, orcpt=r.orcpt, caps=self.caps, utf8=utf8)
             for r in rcpts
         ]
+        return Transaction(rcpts, message, mail, lines, mail + b"".join(lines))
+
+    async def send(
+        self, sender: str, rcpts: Sequence[Rcpt], message: bytes, options: sc.MailOptions
+    ) -> TransactionResult:
+        """One mail transaction (``prepare`` then ``transact``)."""
+        return await self.transact(self.prepare(sender, rcpts, message, options))
+
+    async def transact(
+        self, tx: Transaction, *, following: Transaction | None = None
+    ) -> TransactionResult:
+        """Send ``tx``. With PIPELINING and a ``following`` transaction (prepared on this
+        client), its envelope goes out with this message's content, and it must be the
+        next ``transact`` of this client (``primed``). Raises DeliveryError when the session
+        broke (the caller retries later)."""
+        primed = self._primed is tx
+        if self._primed is not None and not primed:
+            raise DeliveryError(
+                f"{self.host}: transaction out of step", reply="451 4.3.0 Internal error"
+            )
+        self._primed = None
+        self.transactions += 1
         try:
             if self.caps.pipelining:
-                return await self._send_pipelined(mail, rcpts, lines, message, reset=reset)
-            if reset:
-                await self._reset(await self._command(sc.RSET, self.timeouts.command))
-            return await self._send_stepwise(mail, rcpts, lines, message)
+                return await self._send_pipelined(tx, following, primed=primed)
+            return await self._send_stepwise(tx)
         except (OSError, TimeoutError, ssl.SSLError, ProtocolError) as exc:
+            self._primed = None
             raise DeliveryError(
                 f"{self.host}: {type(exc).__name__}: {exc}", reply="451 4.4.2 Connection broken"
             ) from None
 
-    async def _reset(self, reply: sc.ServerReply) -> None:
+    def _check_reset(self, reply: sc.ServerReply) -> None:
         if not reply.positive:
             raise DeliveryError(f"{self.host}: RSET {reply}", reply=_as_reply(reply))
 
     async def _send_pipelined(
-        self,
-        mail: bytes,
-        rcpts: Sequence[Rcpt],
-        lines: list[bytes],
-        message: bytes,
-        *,
-        reset: bool,
+        self, tx: Transaction, following: Transaction | None, *, primed: bool
     ) -> TransactionResult:
-        result = TransactionResult()
         chunking = self.caps.chunking
-        # RFC 2920 §3.1: RSET, MAIL and RCPT may appear anywhere in a group, DATA is the
-        # last command of a group; BDAT needs accepted recipients. One round trip.
-        group = (sc.RSET if reset else b"") + mail + b"".join(lines)
-        await self._write(group + (b"" if chunking else sc.DATA))
+        command = self.timeouts.command
+        if primed:
+            reset = self._primed_reset
+        else:
+            reset = self._dirty
+            # RFC 2920 §3.1: RSET, MAIL and RCPT may appear anywhere in a group, DATA is the
+            # last command of a group; BDAT waits for the RCPT replies (RFC 3030 §2).
+            group = (sc.RSET if reset else b"") + tx.envelope
+            await self._write(group if chunking else group + sc.DATA)
         if reset:
-            await self._reset(await self._read_reply(self.timeouts.command))
-        result.mail = await self._read_reply(self.timeouts.command)
-        for rcpt in rcpts:
-            result.rcpts[rcpt.index] = await self._read_reply(self.timeouts.command)
-        accepted = result.mail.positive and any(r.positive for r in result.rcpts.values())
+            self._check_reset(await self._read_reply(command))
+        result = TransactionResult()
+        result.mail = mail = await self._read_reply(command)
+        self._dirty = mail.positive  # a reverse-path is buffered until the transaction ends
+        accepted = False
+        for rcpt in tx.rcpts:
+            reply = result.rcpts[rcpt.index] = await self._read_reply(command)
+            accepted = accepted or reply.positive
+        accepted = accepted and mail.positive
         if chunking:
             if accepted:
-                result.data = await self._send_bdat(message)
+                result.data = await self._send_bdat(tx.message, following)
             return result
         data_reply = await self._read_reply(self.timeouts.data_init)
         if data_reply.code != 354:
@@ -348,61 +541,89 @@ class SmtpClient:
             # empty body so the session stays in step, its reply is ignored
             await self._write(b".\r\n")
             await self._read_reply(self.timeouts.final)
+            self._dirty = False
             return result
-        result.data = await self._send_data_body(message)
+        result.data = await self._send_data_body(tx.message, following)
         return result
 
-    async def _send_stepwise(
-        self, mail: bytes, rcpts: Sequence[Rcpt], lines: list[bytes], message: bytes
-    ) -> TransactionResult:
+    async def _send_stepwise(self, tx: Transaction) -> TransactionResult:
+        command = self.timeouts.command
+        if self._dirty:  # RFC 5321 §4.1.1.5: RSET clears the transaction left open
+            self._check_reset(await self._command(sc.RSET, command))
+            self._dirty = False
         result = TransactionResult()
-        result.mail = await self._command(mail, self.timeouts.command)
+        result.mail = await self._command(tx.mail, command)
         if not result.mail.positive:
             return result
-        for rcpt, line in zip(rcpts, lines, strict=True):
-            result.rcpts[rcpt.index] = await self._command(line, self.timeouts.command)
+        self._dirty = True
+        for rcpt, line in zip(tx.rcpts, tx.lines, strict=True):
+            result.rcpts[rcpt.index] = await self._command(line, command)
         if not any(r.positive for r in result.rcpts.values()):
             return result
         if self.caps.chunking:
-            result.data = await self._send_bdat(message)
+            result.data = await self._send_bdat(tx.message, None)
             return result
         reply = await self._command(sc.DATA, self.timeouts.data_init)
         if reply.code != 354:
             result.data = reply
             return result
-        result.data = await self._send_data_body(message)
+        result.data = await self._send_data_body(tx.message, None)
         return result
 
-    async def _send_data_body(self, message: bytes) -> sc.ServerReply:
+    async def _send_data_body(
+        self, message: bytes, following: Transaction | None
+    ) -> sc.ServerReply:
+        """The content, dot-stuffed, then ".": RFC 5321 §4.1.1.4 clears the transaction
+        whatever the reply, so the next envelope may follow in the same group."""
         stuffer = sc.DotStuffer()
-        for start in range(0, len(message), CHUNK):
+        end = len(message)
+        start = 0
+        while end - start > CHUNK:
             await self._write(stuffer.feed(message[start : start + CHUNK]), self.timeouts.block)
-        await self._write(stuffer.finish(), self.timeouts.block)
-        return await self._read_reply(self.timeouts.final)
+            start += CHUNK
+        tail = stuffer.feed(message[start:] if start else message) + stuffer.finish()
+        if following is not None:
+            tail += following.envelope + sc.DATA
+            self._primed, self._primed_reset = following, False
+        await self._write(tail, self.timeouts.block)
+        reply = await self._read_reply(self.timeouts.final)
+        self._dirty = False
+        return reply
 
-    async def _send_bdat(self, message: bytes) -> sc.ServerReply:
+    async def _send_bdat(self, message: bytes, following: Transaction | None) -> sc.ServerReply:
         reply: sc.ServerReply | None = None
-        for piece in sc.bdat_chunks(message, chunk_size=CHUNK):
+        pieces = sc.bdat_chunks(message, chunk_size=CHUNK)
+        piece = next(pieces)
+        for later in itertools.chain(pieces, (None,)):
+            if later is None and following is not None:
+                # RFC 3030 §2 leaves the state after a refused BDAT LAST open: RSET first
+                piece += sc.RSET + following.envelope
+                self._primed, self._primed_reset = following, True
             await self._write(piece, self.timeouts.block)
             reply = await self._read_reply(self.timeouts.final)
             if not reply.positive:
-                return reply  # RFC 3030 §2: a failed chunk ends the transaction
+                return reply  # RFC 3030 §2: a failed chunk ends the transaction (RSET next)
+            if later is None:
+                break
+            piece = later
         assert reply is not None
+        self._dirty = False
         return reply
 
     async def quit(self) -> None:
-        if self._writer is not None and not self._writer.is_closing():
+        channel = self._channel
+        if channel is not None and self._primed is None and not channel.eof:
             with contextlib.suppress(OSError, TimeoutError, ssl.SSLError, HatoError):
                 await self._command(sc.QUIT, 10.0)
+        # With a transaction sent ahead, no QUIT: closing mid-transaction makes the server
+        # drop it (RFC 5321 §3.8).
         await self.close()
 
     async def close(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is None:
-            return
-        writer.close()
-        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
-            await asyncio.wait_for(writer.wait_closed(), 5.0)
+        channel, self._channel = self._channel, None
+        self._primed = None
+        if channel is not None:
+            await channel.close()
 
 
 def _as_reply(reply: sc.ServerReply) -> str:

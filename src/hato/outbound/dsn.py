@@ -11,7 +11,11 @@ Will-Retry-Until §2.3.9, then the returned message or its header), RFC 3461 §4
 echoed, §5.2.3 "relayed" for SUCCESS when the next hop lacks DSN, RFC 5321 §6.1/§4.5.5
 (never a notice to the null reverse-path: a DSN is sent from the null path, so no DSN ever
 answers one), RFC 3834 §5 (Auto-Submitted: auto-replied), and RFC 6533 §6 (message/global-
-delivery-status and message/global for SMTPUTF8 messages).
+delivery-status and message/global for SMTPUTF8 messages). Notices are DKIM-signed by their
+From domain (RFC 6376 §1.2: any domain may sign; the null reverse-path has no domain to sign
+for, and DMARC aligns on the From domain, RFC 7489 §3.1.1) when a key for it exists, and a
+notice about mail we forwarded with an SRS reverse-path of ours goes back to the original
+sender (the reversal RFC 7208 Appendix D.2 expects of a mediator; ``hato.outbound.srs``).
 
 Leaves out: DSNs for several destinations merged into one (one notice per queue entry),
 localisation of the human-readable text.
@@ -26,9 +30,12 @@ import email.utils
 import enum
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from hato.core.address import Address
+from hato.core.errors import AddressError
+from hato.outbound.srs import Srs, is_srs
 from hato.store.queue import QueueEntry, QueueRecipient
 
 MAX_RETURNED = 10 * 1024 * 1024  # bigger originals are returned as header only
@@ -104,9 +111,11 @@ def build_dsn(
     hostname: str,
     now: float,
     retry_until: float | None = None,
+    to: str | None = None,
 ) -> bytes:
     """The DSN message for ``reports`` (all of one kind: failures or delays) about ``entry``.
-    ``original`` is the message as queued (for the returned part)."""
+    ``original`` is the message as queued (for the returned part); ``to`` the address the
+    notice goes to (default: the reverse-path, see ``notice_recipient``)."""
     utf8 = entry.smtputf8 or not all(r.recipient.address.isascii() for r in reports)
     boundary = f"=_hato_{secrets.token_hex(12)}"
     failed = any(r.action is Action.FAILED for r in reports)
@@ -117,7 +126,7 @@ def build_dsn(
         subject = "Delayed Mail (still being retried)"
     else:
         subject = "Successful Mail Delivery Report"
-    sender = entry.sender
+    sender = to if to is not None else entry.sender
     head = [
         f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
         f"To: <{sender}>",
@@ -203,3 +212,25 @@ def should_notify(entry: QueueEntry) -> bool:
     """RFC 3461 §6.2 / RFC 5321 §4.5.5: never a notice to the null reverse-path (which is
     also what every bounce carries, so no bounce answers a bounce)."""
     return entry.sender != ""
+
+
+def notice_recipient(sender: str, srs: Srs | None, *, now: float) -> str:
+    """Where a notice about mail sent with reverse-path ``sender`` goes: the original sender
+    when ``sender`` is a valid SRS address of ours (the bounce path SRS exists for), else
+    ``sender`` itself (someone else's SRS address is theirs to reverse)."""
+    if srs is None or not sender:
+        return sender
+    try:
+        address = Address.parse(sender)
+    except AddressError:
+        return sender
+    if not is_srs(address.unquoted_local):
+        return sender
+    back = srs.reverse(address, now=now)
+    return back.address if back.address is not None else sender
+
+
+def sign_dsn(data: bytes, domain: str, signer: Callable[[bytes, str], bytes]) -> bytes:
+    """``data`` with the DKIM-Signature fields of ``domain`` (the notice's From domain)
+    prepended; unchanged when no key is held for it (the signer returns nothing)."""
+    return signer(data, domain) + data

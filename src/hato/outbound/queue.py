@@ -31,7 +31,7 @@ import logging
 import random
 import ssl
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,15 +47,27 @@ from hato.outbound.client import (
     SmtpClient,
     Timeouts,
     TlsPolicyError,
+    Transaction,
     TransactionResult,
     usage_reply,
 )
-from hato.outbound.dsn import Action, RecipientReport, build_dsn, should_notify, status_of, wants
+from hato.outbound.dsn import (
+    Action,
+    RecipientReport,
+    build_dsn,
+    notice_recipient,
+    should_notify,
+    sign_dsn,
+    status_of,
+    wants,
+)
 from hato.outbound.mtasts import HttpsFetcher, PolicyCache, StsPolicy
 from hato.outbound.routing import Hop, Relay, Route, resolve_route
+from hato.outbound.settler import Outcome, Settler
+from hato.outbound.srs import Srs
 from hato.outbound.tlspolicy import HostPolicy, host_policy
 from hato.outbound.tlsrpt_sessions import TlsSessionLog
-from hato.store.api import MailStore
+from hato.store.api import MailStore, StsPolicyStore
 from hato.store.model import BlobRef, DeliveryTarget
 from hato.store.queue import (
     NewQueueEntry,
@@ -69,7 +81,6 @@ from hato.store.queue import (
 )
 
 Signer = Callable[[bytes, str], bytes]  # (message, sender domain) -> header fields to prepend
-MAX_SETTLING = 16  # settle writes in flight per connection (they are group-committed)
 INLINE_READ = 64 * 1024  # octets: smaller bodies are read on the event loop
 
 
@@ -135,17 +146,22 @@ class QueueRunner:
         clock: Clock | None = None,
         signer: Signer | None = None,
         rng: random.Random | None = None,
+        srs: Srs | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.resolver = resolver
         self.clock = clock or SystemClock()
         self.signer = signer
+        self.srs = srs  # our SRS addresses: notices go back to the original sender
         self.rng = rng or random.Random()
         self._verify = verify_context(settings.ca_file)
         fetcher = HttpsFetcher(resolver, context=self._verify, port=settings.mta_sts_port)
-        self.sts = PolicyCache(resolver, fetcher, self.clock)
+        # RFC 8461 §5.1: the policy cache persists in the store when it can keep it
+        sts_store = store if isinstance(store, StsPolicyStore) else None
+        self.sts = PolicyCache(resolver, fetcher, self.clock, store=sts_store)
         self._slots = asyncio.Semaphore(settings.max_connections)
+        self._settler = Settler(store)  # settle writes of many deliveries in one transaction
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -170,6 +186,7 @@ class QueueRunner:
             task.cancel()  # entries in flight stay ACTIVE: the next start re-queues them
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.sts.aclose()  # a policy refresh still running
 
     def wake(self) -> None:
         """Something was queued: look at the queue now (thread-safe from the loop only)."""
@@ -184,6 +201,9 @@ class QueueRunner:
                 if now - last_purge > 3600:
                     last_purge = now
                     await self.store.purge_queue(before=now - self.settings.keep_final)
+                    await self.sts.purge()  # expired MTA-STS policies
+                    if self.settings.mta_sts:
+                        self.sts.refresh_in_background()  # RFC 8461 §3.3: before expiry
             except HatoError as exc:
                 log.event("outbound.loop.error", level=logging.ERROR, error=exc.detail)
                 worked = 0
@@ -212,7 +232,10 @@ class QueueRunner:
             if group is None:
                 group = groups[key] = _Group(key, domain, deque())
             group.entries.append(entry)
-        await asyncio.gather(*(self._run_group(g) for g in groups.values()))
+        try:
+            await asyncio.gather(*(self._run_group(g) for g in groups.values()))
+        finally:
+            await self._settler.drain()  # every outcome committed before the next claim
         return len(entries)
 
     async def _run_group(self, group: _Group) -> None:
@@ -249,12 +272,13 @@ class QueueRunner:
     async def _worker(self, group: _Group) -> None:
         client: SmtpClient | None = None
         flags: tuple[bool, bool] | None = None
-        # Settle writes in flight: the next message goes out while the store group-commits
-        # the outcome of the previous ones (a crash before that commit resends them, as a
-        # crash before any settle always did: RFC 5321 §6.1 prefers duplicates to loss).
-        settling: deque[asyncio.Task[None]] = deque()
-        # The next entry's message is read (in a worker thread) while this one is sent.
+        # The next entry's message is read while this one is sent; with PIPELINING its
+        # envelope goes out in the same group as this message's content (``transact``:
+        # one round trip per message). Outcomes go to the settler: the next message does
+        # not wait for the store (a crash before their commit resends them, as a crash
+        # before any settle always did: RFC 5321 §6.1 prefers duplicates to loss).
         ahead: tuple[QueueEntry, asyncio.Future[bytes]] | None = None
+        primed: Transaction | None = None  # the transaction of ``ahead``, sent ahead
         async with self._slots:
             try:
                 while ahead is not None or group.entries:
@@ -266,39 +290,42 @@ class QueueRunner:
                     if group.entries:
                         following = group.entries.popleft()
                         ahead = (following, self._message_soon(following))
-                    want = (entry.requiretls and entry.sender != "", entry.tls_optional)
+                    want = _tls_flags(entry)
                     if client is not None and flags != want:
                         await client.quit()
                         client = None
+                    tx, primed = primed, None
                     try:
                         message = await reading
                         if client is None:
                             client = await self._open(group, entry)
                             flags = want
-                        result = await client.send(
-                            entry.sender, _rcpts(entry), message, _options(entry, message)
-                        )
+                        if tx is None or client.primed is not tx:
+                            tx = client.prepare(
+                                entry.sender, _rcpts(entry), message, _options(entry, message)
+                            )
+                        primed = _ahead_transaction(client, ahead, want)
+                        result = await client.transact(tx, following=primed)
                     except DeliveryError as exc:
+                        primed = None
                         if client is not None:
                             await client.close()
                         client = None
                         permanent = isinstance(exc, TlsPolicyError) and want[0]
-                        settle = self._settle_all(
+                        await self._settle_all(
                             entry, exc.reply, remote=None, temporary=not permanent
                         )
-                        await _in_background(settling, settle)
                         continue
-                    except UsageError as exc:
+                    except UsageError as exc:  # nothing of this message was sent
+                        primed = None
                         host = client.host if client else None
-                        await _in_background(
-                            settling,
-                            self._settle_all(entry, usage_reply(exc), remote=host, temporary=False),
+                        await self._settle_all(
+                            entry, usage_reply(exc), remote=host, temporary=False
                         )
                         continue
-                    await _in_background(
-                        settling,
-                        self._settle(entry, result, remote=client.host, peer_dsn=client.caps.dsn),
-                    )
+                    if client.primed is not primed:
+                        primed = None  # this transaction ended before its content
+                    await self._settle(entry, result, remote=client.host, peer_dsn=client.caps.dsn)
             finally:
                 if ahead is not None:  # not tried: back to the group (settled by the caller)
                     following, read = ahead
@@ -306,8 +333,7 @@ class QueueRunner:
                         read.exception()  # done: retrieved, so never reported as lost
                     group.entries.appendleft(following)
                 if client is not None:
-                    await client.quit()
-                await _settled(settling)
+                    await client.quit()  # with a transaction sent ahead: no QUIT, a close
 
     def _message_soon(self, entry: QueueEntry) -> asyncio.Future[bytes]:
         """The message to send for ``entry``: a small body is read right here (a page-cache
@@ -343,11 +369,13 @@ class QueueRunner:
                 resolver=self.resolver,
                 port=hop.port,
                 mx_secure=route.secure,
+                addresses_secure=hop.secure,  # RFC 7672 §2.2.2
                 sts=group.sts,
                 via_mx=route.via_mx,
                 requiretls=requiretls and not route.relay,
                 tls_optional=entry.tls_optional,
-                dane=self.settings.dane and route.via_mx,
+                dane=self.settings.dane and not route.relay,  # RFC 7672 §2.2.1, §2.2.2
+                domain=group.domain,  # RFC 7672 §3.2.2: a DANE-TA reference identifier
             )
             if not policy.usable:
                 errors.append(policy.error or "host not usable")
@@ -457,6 +485,19 @@ class QueueRunner:
                 updates.append(RecipientUpdate(i, RcptStatus.FAILED, str(reply), remote))
             else:
                 updates.append(RecipientUpdate(i, RcptStatus.PENDING, str(reply), remote))
+        if _plainly_delivered(entry, updates, peer_dsn=peer_dsn):
+            # The common outcome, without the merging below: every recipient delivered,
+            # none failed before, no "relayed" notice due (RFC 3461 §5.2.3).
+            change = QueueUpdate(
+                QueueState.DELIVERED,
+                next_attempt=self.clock.now(),
+                recipients=tuple(updates),
+                attempted=True,
+                expected=_ACTIVE,
+            )
+            fields = {"id": entry.id, "domain": entry.domain, "delivered": len(entry.recipients)}
+            await self._settler.add(Outcome(entry.id, change, fields))
+            return
         await self._finish(entry, updates, peer_dsn=peer_dsn)
 
     async def _finish(
@@ -519,17 +560,16 @@ class QueueRunner:
             notice=notice,
             expected=frozenset({QueueState.ACTIVE}),
         )
-        await self.store.update_queue(entry.id, change)
-        log.event(
-            f"outbound.{state.value}",
-            id=entry.id,
-            domain=entry.domain,
-            delivered=sum(1 for r in merged if r.status is RcptStatus.DELIVERED),
-            failed=len(failed),
-            pending=len(pending),
-            error=last_error or "",
-            dsn=notice is not None,
-        )
+        fields = {
+            "id": entry.id,
+            "domain": entry.domain,
+            "delivered": sum(1 for r in merged if r.status is RcptStatus.DELIVERED),
+            "failed": len(failed),
+            "pending": len(pending),
+            "error": last_error or "",
+            "dsn": notice is not None,
+        }
+        await self._settler.add(Outcome(entry.id, change, fields))  # logged once committed
 
     async def bounce(self, entry_id: int, reason: str) -> QueueEntry:
         """Give up on a waiting (queued, deferred or held) entry now: every pending
@@ -562,6 +602,8 @@ class QueueRunner:
     ) -> Notice | None:
         if not should_notify(entry):
             return None  # RFC 3461 §6.2: no DSN to the null reverse-path
+        # a notice for mail we forwarded under SRS goes back to the original sender
+        to = notice_recipient(entry.sender, self.srs, now=self.clock.now())
         original = await asyncio.to_thread(self.store.blobs.read, entry.blob_id)
         data = build_dsn(
             entry,
@@ -570,7 +612,10 @@ class QueueRunner:
             hostname=self.settings.hostname,
             now=self.clock.now(),
             retry_until=retry_until,
+            to=to,
         )
+        if self.signer is not None:  # DKIM by the From domain: the null path has none
+            data = await asyncio.to_thread(sign_dsn, data, self.settings.hostname, self.signer)
         writer = self.store.blobs.writer()
         try:
             writer.write(data)
@@ -578,46 +623,29 @@ class QueueRunner:
             writer.abort()
             raise
         blob = await asyncio.to_thread(writer.commit)
-        target = await self._local_account(entry)
+        target = await self._local_account(entry, to)
         if target is not None:
             return Notice(blob, local=(DeliveryTarget(target),))
         bounce = NewQueueEntry(
             blob=blob,
             sender="",  # RFC 5321 §4.5.5: notifications use the null reverse-path
-            recipients=(QueueRecipient(entry.sender),),
+            recipients=(QueueRecipient(to),),
             expires=self.clock.now() + self.settings.expire_after,
-            smtputf8=not entry.sender.isascii(),
+            smtputf8=not to.isascii(),
         )
         return Notice(blob, remote=(bounce,))
 
-    async def _local_account(self, entry: QueueEntry) -> int | None:
-        if entry.account_id is not None:
+    async def _local_account(self, entry: QueueEntry, to: str) -> int | None:
+        if entry.account_id is not None and to == entry.sender:
             account = await self.store.get_account_by_id(entry.account_id)
             if account is not None:
                 return account.id
         try:
-            key = Address.parse(entry.sender).key
+            key = Address.parse(to).key
         except HatoError:
             return None
         account = await self.store.get_account(key)
         return account.id if account is not None else None
-
-
-async def _in_background(tasks: deque[asyncio.Task[None]], settle: Awaitable[None]) -> None:
-    """Run one settle write as a task; past ``MAX_SETTLING`` in flight, wait for the oldest
-    (its error, if any, is raised here)."""
-    tasks.append(asyncio.ensure_future(settle))
-    while len(tasks) > MAX_SETTLING or (tasks and tasks[0].done()):
-        await tasks.popleft()
-
-
-async def _settled(tasks: deque[asyncio.Task[None]]) -> None:
-    """Wait for every settle write of a worker; raise the first error."""
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    tasks.clear()
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
 
 
 def _report(recipient: QueueRecipient, action: Action) -> RecipientReport:
@@ -628,6 +656,52 @@ def _report(recipient: QueueRecipient, action: Action) -> RecipientReport:
     if action is Action.RELAYED:
         status = "2.0.0"
     return RecipientReport(recipient, action, status, recipient.reply, recipient.remote_mta)
+
+
+_ACTIVE = frozenset({QueueState.ACTIVE})
+
+
+def _plainly_delivered(
+    entry: QueueEntry, updates: list[RecipientUpdate], *, peer_dsn: bool
+) -> bool:
+    """Every pending recipient delivered now, none failed earlier, and no "relayed" DSN
+    owed (the peer takes DSN duty over, or nobody asked for SUCCESS)."""
+    if any(u.status is not RcptStatus.DELIVERED for u in updates):
+        return False
+    if any(r.status is RcptStatus.FAILED for r in entry.recipients):
+        return False
+    if peer_dsn:
+        return True
+    return not any("SUCCESS" in (entry.recipients[u.index].notify or ()) for u in updates)
+
+
+def _tls_flags(entry: QueueEntry) -> tuple[bool, bool]:
+    """What a connection must provide for ``entry``: REQUIRETLS (RFC 8689 §4.2.1: not for
+    bounces) and "TLS-Required: No" (§4.2.2). Entries with other flags need another one."""
+    return (entry.requiretls and entry.sender != "", entry.tls_optional)
+
+
+def _ahead_transaction(
+    client: SmtpClient,
+    ahead: tuple[QueueEntry, asyncio.Future[bytes]] | None,
+    want: tuple[bool, bool],
+) -> Transaction | None:
+    """The next entry's transaction, to send ahead on ``client`` (RFC 2920 §3.1), when it
+    can go on this connection and its message is read already."""
+    if ahead is None or not client.caps.pipelining:
+        return None
+    following, reading = ahead
+    if _tls_flags(following) != want or not reading.done() or reading.cancelled():
+        return None
+    if reading.exception() is not None:
+        return None  # raised again where this entry is tried
+    message = reading.result()
+    try:
+        return client.prepare(
+            following.sender, _rcpts(following), message, _options(following, message)
+        )
+    except UsageError:
+        return None  # bounced on its own turn
 
 
 def _rcpts(entry: QueueEntry) -> list[Rcpt]:

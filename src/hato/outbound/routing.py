@@ -66,6 +66,7 @@ class Hop:
     port: int
     implicit_tls: bool = False
     auth: tuple[str, str] | None = None
+    secure: bool = False  # an address RRset was DNSSEC-authenticated (RFC 7672 §2.2.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +96,13 @@ def _is_ip(text: str) -> bool:
 
 async def _addresses(
     resolver: Resolver, name: str, *, prefer_ipv6: bool, ipv4: bool, ipv6: bool
-) -> tuple[list[str], bool]:
-    """The addresses of ``name``; the flag tells whether a lookup failed temporarily."""
+) -> tuple[list[str], bool, bool]:
+    """The addresses of ``name``; whether a lookup failed temporarily; whether an answer
+    with addresses was authenticated (RFC 7672 §2.2.2: decides the TLSA lookup)."""
     if _is_ip(name):
-        return [name], False
+        return [name], False, False  # RFC 7672 §2.2: DANE does not apply to an address
     found: dict[str, list[str]] = {"A": [], "AAAA": []}
-    temporary = False
+    temporary = secure = False
     kinds = [k for k, on in (("AAAA", ipv6), ("A", ipv4)) if on]
     for kind in kinds:
         try:
@@ -111,8 +113,9 @@ async def _addresses(
         except DnsError:
             continue
         found[kind] = answer.texts()[:MAX_ADDRESSES]
+        secure = secure or (answer.authenticated and bool(found[kind]))
     order = ("AAAA", "A") if prefer_ipv6 else ("A", "AAAA")
-    return found[order[0]] + found[order[1]], temporary
+    return found[order[0]] + found[order[1]], temporary, secure
 
 
 def _shuffle_equal(records: Sequence[tuple[int, str]], rng: random.Random) -> list[tuple[int, str]]:
@@ -140,7 +143,7 @@ async def resolve_route(
     rng = rng or random.Random()
     relay = (transports or {}).get(domain) or smarthost
     if relay is not None:
-        addrs, temp = await _addresses(
+        addrs, temp, _secure = await _addresses(
             resolver, relay.host, prefer_ipv6=prefer_ipv6, ipv4=ipv4, ipv6=ipv6
         )
         if not addrs:
@@ -163,7 +166,7 @@ async def resolve_route(
     records = [r for r in records if r.exchange not in ("", ".")]  # RFC 7505 §3 misuse
     if not records:
         # RFC 5321 §5.1: no MX records: the domain itself is the implicit MX, preference 0
-        addrs, temp = await _addresses(
+        addrs, temp, secure = await _addresses(
             resolver, ascii_domain, prefer_ipv6=prefer_ipv6, ipv4=ipv4, ipv6=ipv6
         )
         if not addrs:
@@ -172,8 +175,9 @@ async def resolve_route(
             return _fail(
                 domain, "550 5.1.2 Recipient domain has no MX and no address", temporary=False
             )
-        hop = Hop(ascii_domain, 0, tuple(addrs), port)
-        return Route(domain, (hop,), via_mx=False)
+        hop = Hop(ascii_domain, 0, tuple(addrs), port, secure=secure)
+        # RFC 7672 §2.2.2: no MX: the domain is its own server; ``secure``: denial of MX
+        return Route(domain, (hop,), via_mx=False, secure=answer.authenticated)
     ordered = _shuffle_equal([(r.preference, r.exchange) for r in records], rng)
     local = {n.lower().rstrip(".") for n in local_names}
     mine = [pref for pref, name in ordered if name in local]
@@ -187,12 +191,12 @@ async def resolve_route(
     hops: list[Hop] = []
     temp_any = False
     for pref, name in ordered[:MAX_HOSTS]:
-        addrs, temp = await _addresses(
+        addrs, temp, secure = await _addresses(
             resolver, name, prefer_ipv6=prefer_ipv6, ipv4=ipv4, ipv6=ipv6
         )
         temp_any = temp_any or temp
         if addrs:
-            hops.append(Hop(name, pref, tuple(addrs), port))
+            hops.append(Hop(name, pref, tuple(addrs), port, secure=secure))
     mx_names = tuple(name for _p, name in ordered)
     if not hops:
         # RFC 5321 §5.1: an MX whose host has no address is a temporary condition

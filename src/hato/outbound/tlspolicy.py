@@ -1,21 +1,31 @@
 """The TLS requirement for one delivery attempt to one host: opportunistic, MTA-STS, DANE,
-REQUIRETLS; and the DANE certificate check.
+REQUIRETLS.
 
 Implements opportunistic STARTTLS (RFC 3207, RFC 7435: TLS when offered, plaintext
 otherwise), MTA-STS enforcement (RFC 8461 §4.2: in "enforce" mode an MX host not matching
 the policy is not used and delivery needs a PKIX-valid certificate for the MX name; in
-"testing" mode failures are only reported), DANE for SMTP (RFC 7672 §2.2: with an
-authenticated MX and authenticated TLSA RRset at ``_25._tcp.<mx>``, TLS is mandatory and
-the certificate must match a usable TLSA record; §3.1.1 DANE-EE(3) matched on the leaf
-certificate or its SubjectPublicKeyInfo with SHA-256/SHA-512/exact matching per RFC 6698
-§2.1; unusable records only make TLS mandatory, RFC 7672 §2.2), DANE taking precedence over
-MTA-STS (RFC 8461 §2), REQUIRETLS (RFC 8689 §4.2.1: a validated certificate through DANE or
-MTA-STS/PKIX and a REQUIRETLS capability, else 5.7.10/5.7.30) and "TLS-Required: No"
-(RFC 8689 §4.2.2: policies are followed but failures do not stop delivery).
+"testing" mode failures are only reported), DANE for SMTP (RFC 7672): §2.2.1, DANE only for
+MX hosts from a "secure" MX RRset (the recursive resolver's AD bit, which covers any CNAME
+of the recipient domain the MX lookup went through) or, with no MX, a secure denial of MX
+(§2.2.2: the domain is its own server); §2.2.2, TLSA is only asked when the host's address
+RRset is secure, or when the host is an alias whose first CNAME is secure, and the four
+cases (non-CNAME, insecure CNAME, secure CNAME) give the candidate TLSA base domains: the
+fully expanded name then the initial one; §2.2.3, the first candidate with a secure TLSA
+RRset is the base domain; with at least one usable DANE-TA(2)/DANE-EE(3) record TLS is
+mandatory and the chain is checked by ``hato.outbound.dane``; a secure RRset of unusable
+records only (PKIX-TA/PKIX-EE, unknown parameters, malformed data: RFC 7671 §4/§5.1) makes
+TLS mandatory without authentication; any lookup error in the process (SERVFAIL, timeout,
+a CNAME loop) makes the host unusable, never a fallback (§2.1.1, §2.2.1); §3.2.2, the
+DANE-TA reference identifiers are the TLSA base domain, the next-hop domain and its secure
+CNAME expansion. DANE takes precedence over MTA-STS (RFC 8461 §2). REQUIRETLS (RFC 8689
+§4.2.1: a validated certificate through DANE or MTA-STS/PKIX and a REQUIRETLS capability,
+else 5.7.10/5.7.30) and "TLS-Required: No" (RFC 8689 §4.2.2: policies are followed but
+failures do not stop delivery).
 
-Leaves out: DANE-TA(2) chain matching (Python's ssl does not expose the chain before 3.13:
-such records make TLS mandatory without authentication), PKIX-TA/PKIX-EE (0/1, which
-RFC 7672 §3.1.3 says SMTP clients should treat as unusable).
+Leaves out: PKIX-TA/PKIX-EE (0/1, which RFC 7672 §3.1.3 lets SMTP clients treat as
+unusable), DANE behind an insecure MX RRset (a MAY of §2.2.1), mandatory DANE for chosen
+destinations (§6), DANE for configured relays and smarthosts (their policy is the
+administrator's: PKIX with STARTTLS).
 
 Security: decisions here decide whether mail may go out in the clear; every "required"
 outcome makes the client refuse plaintext and unverified peers.
@@ -24,15 +34,25 @@ outcome makes the client refuse plaintext and unverified peers.
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-from hato.core.dns import DnsError, DnsTemporaryError, Resolver, TlsaRecord
+from hato.core import log
+from hato.core.address import domain_to_ascii
+from hato.core.dns import DnsAnswer, DnsError, DnsTemporaryError, Resolver, TlsaRecord
+from hato.outbound.dane import DANE_TA, dane_matches, usable
 from hato.outbound.mtasts import StsPolicy
+
+__all__ = [
+    "OPPORTUNISTIC",
+    "HostPolicy",
+    "Requirement",
+    "dane_matches",
+    "host_policy",
+    "usable_tlsa",
+]
+
+MAX_CNAME = 8  # CNAME links followed when expanding a name (RFC 7672 §2.2.1, §2.2.2)
 
 
 class Requirement(enum.Enum):
@@ -52,6 +72,10 @@ class HostPolicy:
     usable: bool = True  # False: this host may not be used at all (MTA-STS mx mismatch)
     error: str | None = None  # why not usable / temporary DNS trouble
     report_only: bool = False  # MTA-STS testing: failures are logged, not enforced
+    # RFC 7672 §3.2.2: DANE-TA reference identifiers, the TLSA base domain first
+    names: tuple[str, ...] = ()
+    # RFC 7672 §8.1: the SNI name for DANE (the TLSA base domain); None: the host name
+    base_domain: str | None = None
 
     @property
     def required(self) -> bool:
@@ -62,10 +86,124 @@ OPPORTUNISTIC = HostPolicy(Requirement.OPPORTUNISTIC)
 
 
 def usable_tlsa(records: Sequence[TlsaRecord]) -> tuple[TlsaRecord, ...]:
-    """RFC 7672 §3.1: for SMTP, DANE-EE(3) records with selector 0/1, mtype 0/1/2 (RFC 6698)."""
-    return tuple(
-        r for r in records if r.usage == 3 and r.selector in (0, 1) and r.mtype in (0, 1, 2)
-    )
+    """RFC 7672 §3.1: DANE-TA(2)/DANE-EE(3) with selector 0/1, mtype 0/1/2 (RFC 6698)."""
+    return usable(records)
+
+
+@dataclass(frozen=True, slots=True)
+class _Expansion:
+    """The CNAME chain of a name (RFC 7672 §2.2.2): where it ends and how secure it was."""
+
+    target: str  # the fully expanded name; the name itself when it is no alias
+    alias: bool = False
+    first_secure: bool = False  # the first CNAME answer was authenticated
+    all_secure: bool = False  # every CNAME answer of the chain was authenticated
+
+
+async def _expand(resolver: Resolver, name: str) -> _Expansion:
+    """Follow the CNAME chain of ``name`` one link at a time, noting each link's DNSSEC
+    status (RFC 7672 §2.2.2, §2.2.3). DnsError passes through, and a loop or a chain
+    longer than ``MAX_CNAME`` raises DnsTemporaryError: §2.1.1, errors delay delivery."""
+    current, seen = name, {name}
+    first_secure = all_secure = True
+    for hop in range(MAX_CNAME + 1):
+        answer = await resolver.query(current, "CNAME")
+        targets = answer.texts()
+        if not targets:
+            if hop == 0:
+                return _Expansion(name)
+            return _Expansion(current, True, first_secure, all_secure)
+        if hop == 0:
+            first_secure = answer.authenticated
+        all_secure = all_secure and answer.authenticated
+        current = targets[0].rstrip(".").lower()
+        if current in seen:
+            raise DnsTemporaryError(f"CNAME loop at {current}")
+        seen.add(current)
+    raise DnsTemporaryError(f"CNAME chain of {name} longer than {MAX_CNAME}")
+
+
+def _candidates(host: str, expansion: _Expansion, *, addresses_secure: bool) -> list[str]:
+    """RFC 7672 §2.2.2 (the four cases) and §2.2.3: the candidate TLSA base domains."""
+    if not expansion.alias:
+        # "Non-CNAME": TLSA only when the address RRset is secure; an insecure one means
+        # an unsigned zone, whose TLSA queries some nameservers mishandle (SHOULD NOT)
+        return [host] if addresses_secure else []
+    if addresses_secure and expansion.all_secure:
+        # "Secure CNAME": the fully expanded name first, the initial name second
+        return [expansion.target, host]
+    if expansion.first_secure:
+        # "Insecure CNAME" behind a secure first link: the initial name only
+        return [host]
+    return []  # "Insecure CNAME" from the start: DANE TLS does not apply
+
+
+async def _tlsa(resolver: Resolver, base: str, port: int) -> DnsAnswer | None:
+    """The TLSA RRset of one candidate base domain; None when there is none (insecure
+    answers count as none, RFC 7672 §2.2.3, and so does a name too long to ask);
+    DnsTemporaryError passes through."""
+    try:
+        answer = await resolver.query(f"_{port}._tcp.{base}", "TLSA")
+    except DnsTemporaryError:
+        raise
+    except DnsError:
+        return None
+    if answer.authenticated and answer.tlsa():
+        return answer
+    return None
+
+
+async def _reference_names(resolver: Resolver, base: str, domain: str | None) -> tuple[str, ...]:
+    """RFC 7672 §3.2.2, for a secure MX (or no MX): the TLSA base domain first, the original
+    next-hop domain second, its secure CNAME expansion third when it differs. A failed
+    expansion only leaves the third name out: fewer names can only fail a check."""
+    names = [base]
+    if domain:
+        original = domain_to_ascii(domain).rstrip(".").lower()
+        names.append(original)
+        try:
+            expansion = await _expand(resolver, original)
+        except DnsError:
+            expansion = _Expansion(original)
+        if expansion.alias and expansion.all_secure:
+            names.append(expansion.target)
+    return tuple(dict.fromkeys(names))
+
+
+async def _dane_policy(
+    host: str, *, resolver: Resolver, port: int, domain: str | None, addresses_secure: bool
+) -> HostPolicy | None:
+    """RFC 7672 §2.2.2/§2.2.3: the DANE requirement for ``host``, None when DANE does not
+    apply (no secure TLSA RRset at any candidate base domain)."""
+    host = host.rstrip(".").lower()
+    try:
+        expansion = await _expand(resolver, host)
+        for base in _candidates(host, expansion, addresses_secure=addresses_secure):
+            answer = await _tlsa(resolver, base, port)
+            if answer is not None:
+                break
+        else:
+            return None
+    except DnsError as exc:
+        # RFC 7672 §2.2.1, §2.1.1: a failed lookup in the process: this host is not used
+        # (X.4.3: a directory server failure, RFC 3463; the details stay in the log)
+        log.event("outbound.dane.lookup_failed", host=host, error=exc.detail)
+        return HostPolicy(
+            Requirement.DANE,
+            source="dane",
+            usable=False,
+            error=f"451 4.4.3 DANE: TLSA lookup for {host} failed",
+        )
+    records = usable_tlsa(answer.tlsa())
+    if not records:
+        # RFC 7672 §2.2, §2.2.3: a secure RRset of unusable records (PKIX-TA/PKIX-EE,
+        # unknown selector or matching type, malformed data): TLS is mandatory, without
+        # authentication
+        return HostPolicy(Requirement.ENCRYPT, source="dane", base_domain=base)
+    names: tuple[str, ...] = (base,)
+    if any(r.usage == DANE_TA for r in records):  # only DANE-TA(2) checks names (§3.2.2)
+        names = await _reference_names(resolver, base, domain)
+    return HostPolicy(Requirement.DANE, records, source="dane", names=names, base_domain=base)
 
 
 async def host_policy(
@@ -79,24 +217,21 @@ async def host_policy(
     requiretls: bool,
     tls_optional: bool,
     dane: bool = True,
+    domain: str | None = None,
+    addresses_secure: bool = True,
 ) -> HostPolicy:
-    """Decide the requirement for ``host``. ``mx_secure``: the MX answer was authenticated."""
+    """Decide the requirement for ``host``. ``mx_secure``: the MX answer (or, with no MX,
+    its denial) was authenticated; ``addresses_secure``: an address answer of ``host`` was
+    (RFC 7672 §2.2.2); ``domain``: the next-hop (recipient) domain, a DANE-TA reference
+    identifier."""
+    # RFC 7672 §2.2.1: DANE only for MX hosts obtained securely (the MAY of using it behind
+    # an insecure MX is not taken: the host name itself would then be attacker-chosen)
     if dane and mx_secure and not tls_optional:
-        try:
-            answer = await resolver.query(f"_{port}._tcp.{host}", "TLSA")
-        except DnsTemporaryError as exc:
-            # RFC 7672 §2.2: a failed TLSA lookup of a secure zone: do not fall back
-            return HostPolicy(
-                Requirement.DANE, source="dane", usable=False, error=f"TLSA lookup: {exc.detail}"
-            )
-        except DnsError:
-            answer = None
-        if answer is not None and answer.authenticated and answer.tlsa():
-            records = usable_tlsa(answer.tlsa())
-            if records:
-                return HostPolicy(Requirement.DANE, records, source="dane")
-            # RFC 7672 §2.2: only unusable records: mandatory, unauthenticated TLS
-            return HostPolicy(Requirement.ENCRYPT, source="dane")
+        decided = await _dane_policy(
+            host, resolver=resolver, port=port, domain=domain, addresses_secure=addresses_secure
+        )
+        if decided is not None:
+            return decided
     if sts is not None and sts.mode != "none" and via_mx:
         matched = sts.matches(host)
         if sts.mode == "enforce" and not tls_optional:
@@ -122,27 +257,3 @@ async def host_policy(
             )
         return HostPolicy(Requirement.PKIX, source="requiretls")
     return OPPORTUNISTIC
-
-
-def dane_matches(cert_der: bytes, records: Sequence[TlsaRecord]) -> bool:
-    """RFC 6698 §2.1 / RFC 7672 §3.1.1: DANE-EE matching on the leaf certificate."""
-    spki: bytes | None = None
-    for record in records:
-        if record.selector == 0:
-            data = cert_der
-        else:
-            if spki is None:
-                cert = x509.load_der_x509_certificate(cert_der)
-                spki = cert.public_key().public_bytes(
-                    Encoding.DER, PublicFormat.SubjectPublicKeyInfo
-                )
-            data = spki
-        if record.mtype == 0:
-            digest = data
-        elif record.mtype == 1:
-            digest = hashlib.sha256(data).digest()
-        else:
-            digest = hashlib.sha512(data).digest()
-        if digest == record.data:
-            return True
-    return False

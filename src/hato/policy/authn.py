@@ -35,6 +35,9 @@ from hato.store.api import MailStore
 from hato.store.model import Account, Credentials
 
 ALL_MECHANISMS = [sasl.SCRAM_SHA_256, sasl.PLAIN, sasl.LOGIN]
+# SCRAM-SHA-1 is accepted everywhere but advertised only where a protocol requires it
+# (ManageSieve, RFC 5804 §2.1); RFC 7677 §3 makes SCRAM-SHA-256 the one to prefer.
+ACCEPTED_MECHANISMS = [*ALL_MECHANISMS, sasl.SCRAM_SHA_1]
 _MAX_TRACKED_ADDRESSES = 100_000
 
 
@@ -66,15 +69,18 @@ class SaslStep:
 def make_credentials(
     password: str, *, scram_iterations: int = sasl.SCRAM_MIN_ITERATIONS
 ) -> Credentials:
-    """argon2id hash and SCRAM-SHA-256 keys for ``password`` (random 16-byte salt).
+    """argon2id hash and SCRAM-SHA-256 and SCRAM-SHA-1 keys for ``password`` (random salts).
 
     The password is prepared with SASLprep first (RFC 4616 §2: a hashed string MUST be
     prepared before hashing; RFC 5802 §2.2 Normalize)."""
     if scram_iterations < sasl.SCRAM_MIN_ITERATIONS:  # RFC 7677 §4: at least 4096
         raise ValueError("SCRAM-SHA-256 needs at least 4096 iterations")
     keys = sasl.ScramSecrets.from_password(password, iterations=scram_iterations)
+    sha1 = sasl.ScramSecrets.from_password(password, iterations=scram_iterations, digest="sha1")
     return Credentials(
-        password_hash=hash_password(sasl.prepare_password(password)), scram_sha256=keys.format()
+        password_hash=hash_password(sasl.prepare_password(password)),
+        scram_sha256=keys.format(),
+        scram_sha1=sha1.format(),
     )
 
 
@@ -172,16 +178,23 @@ class Authenticator:
         self._decoy_key = decoy_key if decoy_key is not None else secrets.token_bytes(32)
         self._decoy_hash: str | None = None
 
-    def mechanisms(self, *, secure: bool, remote_ip: str | None = None) -> list[str]:
+    def mechanisms(
+        self, *, secure: bool, remote_ip: str | None = None, scram_sha1: bool = False
+    ) -> list[str]:
         """SASL mechanisms to advertise; [] when passwords may not be sent on this connection.
 
         Without ``remote_ip`` an insecure connection is offered the mechanisms only in demo
-        mode; ``start`` and ``check_password`` still enforce the loopback rule."""
+        mode; ``start`` and ``check_password`` still enforce the loopback rule. ``scram_sha1``
+        adds SCRAM-SHA-1 (for ManageSieve, RFC 5804 §2.1)."""
         if remote_ip is None:
             allowed = secure or self._demo
         else:
             allowed = allow_plaintext(secure=secure, remote_ip=remote_ip, demo=self._demo)
-        return list(ALL_MECHANISMS) if allowed else []
+        if not allowed:
+            return []
+        if scram_sha1:
+            return [sasl.SCRAM_SHA_256, sasl.SCRAM_SHA_1, sasl.PLAIN, sasl.LOGIN]
+        return list(ALL_MECHANISMS)
 
     def _require_allowed(self, *, secure: bool, remote_ip: str) -> None:
         if not allow_plaintext(secure=secure, remote_ip=remote_ip, demo=self._demo):
@@ -196,7 +209,7 @@ class Authenticator:
 
     def start(self, mechanism: str, *, remote_ip: str, secure: bool) -> SaslExchange:
         """Begin a SASL exchange; AuthError for an unknown or forbidden mechanism."""
-        if mechanism.upper() not in ALL_MECHANISMS:
+        if mechanism.upper() not in ACCEPTED_MECHANISMS:
             raise AuthError(f"unsupported mechanism {mechanism!r}", reply="unsupported mechanism")
         self._require_allowed(secure=secure, remote_ip=remote_ip)
         return SaslExchange(self, sasl.server_mechanism(mechanism), remote_ip=remote_ip)
@@ -241,7 +254,8 @@ class Authenticator:
     async def _upgrade(self, account: Account, password: str) -> None:
         """Rehash with current argon2 parameters, and add SCRAM keys when missing."""
         creds = account.credentials
-        if creds.scram_sha256 is not None and not needs_rehash(creds.password_hash):
+        complete = creds.scram_sha256 is not None and creds.scram_sha1 is not None
+        if complete and not needs_rehash(creds.password_hash):
             return
         try:
             fresh = await asyncio.to_thread(make_credentials, password)
@@ -267,16 +281,23 @@ class Authenticator:
         # RFC 4616 §2 / RFC 5802 §5.1 a: authzid empty or naming the same user (no proxying).
         return not authzid or _account_key(authzid) == _account_key(authcid)
 
-    async def _scram_secrets(self, authcid: str) -> tuple[Account | None, sasl.ScramSecrets]:
+    async def _scram_secrets(
+        self, authcid: str, digest: str
+    ) -> tuple[Account | None, sasl.ScramSecrets]:
         key = _account_key(authcid)
         account = await self._store.get_account(key) if key else None
-        if account is not None and account.enabled and account.credentials.scram_sha256:
-            try:
-                return account, sasl.ScramSecrets.parse(account.credentials.scram_sha256)
-            except sasl.SaslError:
-                log.event("auth.bad_scram_secrets", user=account.address)
-        # A disabled or unknown account fails at the proof, like a wrong password.
-        return None, sasl.ScramSecrets.decoy(authcid, self._decoy_key)
+        if account is not None and account.enabled:
+            creds = account.credentials
+            stored = creds.scram_sha1 if digest == "sha1" else creds.scram_sha256
+            if stored:
+                try:
+                    return account, sasl.ScramSecrets.parse(stored, digest=digest)
+                except sasl.SaslError:
+                    log.event("auth.bad_scram_secrets", user=account.address)
+        # A disabled or unknown account, or one without keys for this hash (made before
+        # SCRAM-SHA-1 existed, until its next password login), fails at the proof like a
+        # wrong password.
+        return None, sasl.ScramSecrets.decoy(authcid, self._decoy_key, digest=digest)
 
 
 class SaslExchange:
@@ -331,8 +352,8 @@ class SaslExchange:
             )
             return SaslStep(challenge=None, done=True, account=account)
         if isinstance(event, sasl.NeedScramSecrets):
-            self._account, keys = await self._auth._scram_secrets(event.authcid)
-            assert isinstance(self._mech, sasl.ScramSha256Server)
+            assert isinstance(self._mech, sasl.ScramServer)
+            self._account, keys = await self._auth._scram_secrets(event.authcid, self._mech.digest)
             challenge = self._mech.provide(keys)
             return SaslStep(challenge=challenge.data, done=False, account=None)
         # ScramVerified: the proof matched real (never decoy) keys.

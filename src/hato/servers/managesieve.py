@@ -1,7 +1,7 @@
 """The ManageSieve server: asyncio connections around hato.codec.managesieve, scripts in the store.
 
 Implements RFC 5804: capabilities at connect, after STARTTLS and after AUTHENTICATE /
-UNAUTHENTICATE (§1.7), AUTHENTICATE with SASL PLAIN, LOGIN and SCRAM-SHA-256 through
+UNAUTHENTICATE (§1.7), AUTHENTICATE with SASL PLAIN, LOGIN, SCRAM-SHA-1 and SCRAM-SHA-256 through
 hato.policy.authn, with initial response, "*" cancel and no re-authentication (§2.1), STARTTLS
 (§2.2), LOGOUT (§2.3), CAPABILITY (§2.4), HAVESPACE (§2.5), PUTSCRIPT validated by the Sieve
 parser with line numbers in the NO (§2.6), LISTSCRIPTS (§2.7), SETACTIVE (§2.8), GETSCRIPT
@@ -10,9 +10,15 @@ parser with line numbers in the NO (§2.6), LISTSCRIPTS (§2.7), SETACTIVE (§2.
 quotas (§1.5), a BYE after too many failed logins or too long idle (§1.2, at least 30
 minutes once authenticated).
 
-Left out: SCRAM-SHA-1 (§2.1 names it mandatory; Hato offers SCRAM-SHA-256 instead), SASL
-security layers and proxy authorisation, REFERRAL, LANGUAGE, WARNINGS (the parser reports no
-warnings).
+The EXTLISTS capability (RFC 6134 §2.8) names the URI schemes of the external lists
+delivery answers (``hato.delivery.sieve.ext_lists``).
+
+SASL: SCRAM-SHA-1 and PLAIN over TLS, the two §2.1 makes mandatory, plus SCRAM-SHA-256 (RFC
+7677) and LOGIN. An account created before SCRAM-SHA-1 keys existed gets them at its next
+password login (PLAIN/LOGIN on any protocol); until then SCRAM-SHA-1 fails for it.
+
+Left out: SASL security layers and proxy authorisation, REFERRAL, LANGUAGE, WARNINGS (the parser
+reports no warnings).
 
 Security: passwords only reach hato.policy.authn; SASL mechanisms are offered only over TLS
 (or on loopback in demo mode). Input pipelined after STARTTLS is discarded (the STARTTLS
@@ -43,7 +49,13 @@ from hato.core.errors import (
     StoreError,
     UsageError,
 )
-from hato.delivery.sieve import MAX_REDIRECTS, NOTIFY_METHODS, SIEVE_EXTENSIONS, check_script
+from hato.delivery.sieve import (
+    DEFAULT_SETTINGS,
+    EXT_LIST_SCHEMES,
+    NOTIFY_METHODS,
+    SieveSettings,
+    check_script,
+)
 from hato.policy.authn import Authenticator, AuthLockedOut
 from hato.servers.base import Listener, TlsMode
 from hato.store.api import MailStore
@@ -68,6 +80,7 @@ class ManageSieveSettings:
     max_errors: int = 10  # bad commands before BYE
     max_auth_failures: int = 3  # failed AUTHENTICATEs before BYE (RFC 5804 §2.1 example)
     tls_handshake_timeout: float = 30.0
+    sieve: SieveSettings = DEFAULT_SETTINGS  # what scripts may require ([sieve] section)
 
     def __post_init__(self) -> None:
         if self.idle_timeout < MIN_IDLE_TIMEOUT:
@@ -239,16 +252,20 @@ class _Session:
             log.event("managesieve.disconnect", reason=reason)
 
     def _capabilities(self) -> bytes:
-        mechanisms = self.server.auth.mechanisms(secure=self.secure, remote_ip=self.remote_ip)
+        # RFC 5804 §2.1: servers MUST implement SCRAM-SHA-1 and PLAIN over TLS.
+        mechanisms = self.server.auth.mechanisms(
+            secure=self.secure, remote_ip=self.remote_ip, scram_sha1=True
+        )
         authed = self.account is not None
         return ms.Capabilities(
             implementation="Hato",
             sasl=tuple(mechanisms),  # empty before STARTTLS unless demo loopback (§1.7)
-            sieve=SIEVE_EXTENSIONS,
+            sieve=tuple(sorted(self.settings.sieve.extensions)),
             # RFC 5804 §1.7: SHOULD NOT be advertised after STARTTLS or AUTHENTICATE.
             starttls=self._can_starttls() and not authed,
-            maxredirects=MAX_REDIRECTS,
+            maxredirects=self.settings.sieve.limits.max_redirects,
             notify=NOTIFY_METHODS,
+            extlists=EXT_LIST_SCHEMES,
             owner=self.account.address if self.account is not None else None,
         ).render()
 
@@ -437,7 +454,9 @@ class _Session:
         scripts = {
             s.name: s.content for s in await self.server.store.list_scripts(self._account().id)
         }
-        errors = await asyncio.to_thread(check_script, content, scripts=scripts)
+        errors = await asyncio.to_thread(
+            check_script, content, scripts=scripts, settings=self.settings.sieve
+        )
         if errors:
             raise ManageSieveError(ms.error_text(errors))
 

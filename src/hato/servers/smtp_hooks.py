@@ -42,6 +42,7 @@ from hato.core.errors import TemporaryStoreError
 from hato.core.reply import Reply
 from hato.delivery.local import ReceivedMessage, SpooledMessage, split_header, write_blob
 from hato.delivery.recipients import RecipientResolver, Resolution
+from hato.delivery.sieve import DEFAULT_SETTINGS, SieveSettings
 from hato.outbound.queue import entries_for
 from hato.outbound.srs import Srs, is_srs
 from hato.policy.inbound import InboundAction, InboundFacts, InboundVerifier, prepare_header
@@ -65,6 +66,7 @@ class SessionHooks:
     after_delivery: Callable[[ReceivedMessage], Awaitable[object]] | None = None
     # DKIM signer for what Sieve sends from <> (the queue signs only non-null senders)
     signer: Callable[[bytes, str], bytes] | None = None
+    sieve: SieveSettings = DEFAULT_SETTINGS  # the [sieve] settings local delivery runs with
     slots: asyncio.Semaphore = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -21,9 +21,10 @@ limits (451 4.7.1 at MAIL or RCPT) and SRS for forwarded mail and its bounces.
 Leaves out: content filters (spam, virus), DNSBL, greylisting; verification of mail on the
 submission role (authenticated users are trusted) or on an MX without hooks.
 
-Security: "250 OK" after DATA/BDAT only once the body is fsynced and every copy is
-committed; a message that is not accepted is aborted (its temporary file removed) whatever
-ends the transaction; passwords only pass to the Authenticator; logs carry no bodies.
+Security: "250 OK" after DATA/BDAT only once the body is durable (fsynced, or journalled in
+the committed transaction of its copies) and every copy is committed; a message that is not
+accepted is aborted (its temporary file removed) whatever ends the transaction; passwords
+only pass to the Authenticator; logs carry no bodies.
 """
 
 from __future__ import annotations
@@ -430,8 +431,10 @@ class SmtpSession:
             return
         prefix = txn.return_path + txn.received
         try:
-            # creating the file may wait for a directory fsync of another commit: in a thread
-            writer = await asyncio.to_thread(self.service.store.blobs.writer)
+            # inline: a writer keeps a small body in memory (no I/O); one over the journal
+            # limit creates its temp file when it outgrows memory, on this thread as the
+            # body's writes already are (a thread hop per message costs more than it saves)
+            writer = self.service.store.blobs.writer()
         except OSError as exc:
             raise TemporaryStoreError(f"cannot create message file: {exc}") from None
         txn.incoming = IncomingMessage(writer, prefix=prefix)
@@ -540,6 +543,7 @@ class SmtpSession:
             expire_after=runner.settings.expire_after,
             srs=self.hooks.srs,
             signer=self.hooks.signer,
+            sieve=self.hooks.sieve,
         )
 
     async def _outbound_entries(

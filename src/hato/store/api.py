@@ -15,8 +15,10 @@ callers normalise user input first.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import BinaryIO, Protocol
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, runtime_checkable
 
+from hato.core.errors import HatoError
 from hato.store.fulltext import TextHits, TextScope
 from hato.store.model import (
     Account,
@@ -30,6 +32,7 @@ from hato.store.model import (
     FlagOp,
     FlagUpdate,
     Mailbox,
+    MailboxSnapshot,
     Message,
     QuotaUsage,
     ScriptQuota,
@@ -43,14 +46,20 @@ class BlobWriter(Protocol):
     """Streams one message body to a temporary file while hashing it.
 
     ``commit`` fsyncs the file, renames it to its content address and fsyncs the directory;
-    it is blocking (call it through ``asyncio.to_thread`` from the event loop). ``abort``
-    removes the temporary file. Exactly one of the two must be called.
+    it is blocking (call it through ``asyncio.to_thread`` from the event loop) unless
+    ``quick`` says it does no fsync. ``abort`` removes the temporary file. Exactly one of the
+    two must be called.
     """
 
     def write(self, data: bytes) -> None: ...
 
     @property
     def size(self) -> int: ...
+
+    @property
+    def quick(self) -> bool:
+        """``commit`` would do no fsync now (cheap enough to call on the event loop)."""
+        ...
 
     def commit(self) -> BlobRef: ...
 
@@ -171,6 +180,11 @@ class MailStore(Protocol):
 
     async def get_messages(self, mailbox_id: int, uids: Sequence[int]) -> list[Message]:
         """The existing messages among ``uids``, in UID order."""
+        ...
+
+    async def snapshot_mailbox(self, mailbox_id: int) -> MailboxSnapshot:
+        """The mailbox, its account's MODSEQ and every message's UID, MODSEQ and flags, read
+        in one transaction (IMAP SELECT: no object per message)."""
         ...
 
     async def update_flags(
@@ -312,6 +326,14 @@ class MailStore(Protocol):
         results and an optional generated notice (DSN), atomically."""
         ...
 
+    async def update_queue_many(
+        self, changes: Sequence[tuple[int, QueueUpdate]]
+    ) -> list[HatoError | None]:
+        """Many ``update_queue`` changes in ONE unit of work (the queue runner's settle
+        batch), each checked on its own: per change, None when applied, else the error
+        (Conflict, NotFound, UsageError) that left it out; the others still apply."""
+        ...
+
     async def get_queue_entry(self, entry_id: int) -> QueueEntry | None: ...
 
     async def list_queue(self, states: Sequence[QueueState] | None = None) -> list[QueueEntry]:
@@ -375,3 +397,41 @@ class ReportStore(Protocol):
         ...
 
     async def get_feedback_report(self, report_id: int) -> FeedbackReport | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CachedStsPolicy:
+    """One recipient domain's MTA-STS policy as last fetched (RFC 8461 §5.1 cache entry):
+    the TXT record ``id`` it was fetched under, the policy text (§3.2), and when it was
+    fetched and expires (fetch time + max_age, §3.2)."""
+
+    domain: str
+    record_id: str
+    policy: str
+    fetched: float
+    expires: float
+
+
+@runtime_checkable
+class StsPolicyStore(Protocol):
+    """The persistent MTA-STS policy cache (so a restart keeps enforcing, RFC 8461 §5.1);
+    each call one atomic unit of work."""
+
+    async def get_sts_policy(self, domain: str) -> CachedStsPolicy | None: ...
+
+    async def put_sts_policy(self, entry: CachedStsPolicy) -> None:
+        """Insert or replace the entry of ``entry.domain``."""
+        ...
+
+    async def delete_sts_policy(self, domain: str) -> None: ...
+
+    async def purge_sts_policies(self, *, before: float) -> int:
+        """Forget entries that expired before ``before``; returns how many."""
+        ...
+
+    async def due_sts_policies(
+        self, *, fetched_before: float, now: float, limit: int
+    ) -> list[CachedStsPolicy]:
+        """Up to ``limit`` entries fetched before ``fetched_before`` and not expired at
+        ``now``, the oldest fetch first (for the proactive refresh, RFC 8461 §3.3)."""
+        ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import unicodedata
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -54,14 +55,17 @@ class Domain:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """What is stored for password checks: an argon2id hash, and SCRAM-SHA-256 keys.
+    """What is stored for password checks: an argon2id hash, and SCRAM keys.
 
-    ``scram_sha256`` is ``"<iterations>$<b64 salt>$<b64 StoredKey>$<b64 ServerKey>"``
-    (RFC 5802 §3, RFC 7677), derived when the password is set; None disables SCRAM.
+    ``scram_sha256`` and ``scram_sha1`` are ``"<iterations>$<b64 salt>$<b64 StoredKey>$<b64
+    ServerKey>"`` (RFC 5802 §3; RFC 7677 for SHA-256), derived when the password is set; None
+    disables that SCRAM mechanism for the account (accounts made before SCRAM-SHA-1 existed get
+    its keys at their next password login).
     """
 
     password_hash: str
     scram_sha256: str | None = None
+    scram_sha1: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,23 @@ class Message:
     modseq: int
     saved_date: float
     email_id: int  # RFC 8474 OBJECTID EMAILID: the same for every copy of one delivered message
+    thread_id: int  # RFC 8474 §5.2 THREADID: fixed when stored, the same for every copy
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxSnapshot:
+    """Every message of one mailbox in UID order, as columns rather than one object each: what
+    an IMAP session keeps of its selected mailbox. ``flag_ids[i]`` indexes ``flag_sets``
+    (each distinct flag set once). The arrays are fresh for each snapshot: the caller owns
+    them. ``account_modseq`` and ``highest_modseq`` (the mailbox's, RFC 7162 §3.1.2.1) are
+    read in the same transaction as the messages."""
+
+    mailbox: Mailbox
+    account_modseq: int
+    uids: array[int]  # typecode "I": RFC 9051 §9 nz-number fits 32 bits
+    modseqs: array[int]  # typecode "Q"
+    flag_ids: array[int]  # typecode "I"
+    flag_sets: tuple[frozenset[str], ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -242,6 +242,10 @@ class _Checker(FetchGrammar):
             elif name == b"APPENDLIMIT":
                 if not self.try_lit(b"NIL"):
                     self.number(bits=63)
+            elif name == b"MAILBOXID":  # RFC 8474 §7: "MAILBOXID" SP "(" objectid ")"
+                self.lit(b"(")
+                self.atom()
+                self.lit(b")")
             else:
                 self.generic()
         self.lit(b")")

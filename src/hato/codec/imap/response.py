@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import re
 from collections.abc import Iterable
 
 from hato.codec.imap.scanner import ASTRING_CHARS
@@ -19,6 +20,8 @@ from hato.codec.imap.scanner import ASTRING_CHARS
 CRLF = b"\r\n"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 MAX_QUOTED = 1024
+_PRINTABLE = re.compile(rb"[\x20-\x7e]*")  # what a quoted string may carry (escaped)
+_ATOM = re.compile(b"[" + re.escape(bytes(sorted(ASTRING_CHARS))) + b"]+")  # ASTRING-CHARs
 
 
 def _bytes(data: bytes | str) -> bytes:
@@ -33,8 +36,10 @@ def literal(data: bytes, *, binary: bool = False) -> bytes:
 def string(data: bytes | str) -> bytes:
     """A quoted string when that is possible, else a literal."""
     raw = _bytes(data)
-    if len(raw) <= MAX_QUOTED and all(0x20 <= b <= 0x7E for b in raw):
-        return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    if len(raw) <= MAX_QUOTED and _PRINTABLE.fullmatch(raw):
+        if b"\\" in raw or b'"' in raw:
+            raw = raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        return b'"' + raw + b'"'
     return literal(raw)
 
 
@@ -45,7 +50,7 @@ def nstring(data: bytes | str | None) -> bytes:
 def astring(data: bytes | str) -> bytes:
     """An atom when every character is an ASTRING-CHAR (and it is not NIL), else a string."""
     raw = _bytes(data)
-    if raw and raw.upper() != b"NIL" and all(b in ASTRING_CHARS for b in raw):
+    if raw and _ATOM.fullmatch(raw) and raw.upper() != b"NIL":
         return raw
     return string(raw)
 

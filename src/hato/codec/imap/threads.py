@@ -174,29 +174,39 @@ def _build(messages: Sequence[ThreadMessage]) -> list[Node]:
 
 def _prune(root: list[Node]) -> list[Node]:
     """Step 3: remove dummies; a dummy's children take its place, but at the root level only
-    when it has exactly one child."""
-    def prune_level(children: list[Node], parent: Node | None) -> list[Node]:
-        out: list[Node] = []
-        queue = deque(children)
-        while queue:
-            node = queue.popleft()
-            if node.message is None:
-                if not node.children:
-                    continue
-                if parent is not None or len(node.children) == 1:
-                    for child in node.children:
-                        child.parent = parent
-                    queue.extendleft(reversed(node.children))
-                    continue
-            out.append(node)
-        return out
+    when it has exactly one child.
 
-    top = prune_level(root, None)
-    pending = deque(top)
+    Bottom-up (children before their parents), so that whether a dummy has children, and how
+    many, is judged after its own dummy descendants are gone: judged before, a top-level dummy
+    whose only children are childless dummies stayed as an empty thread (regression test
+    ``test_references_prunes_dummies_bottom_up``)."""
+    levels: list[Node] = []
+    pending = deque(root)
     while pending:
         node = pending.popleft()
-        node.children = prune_level(node.children, node)
+        levels.append(node)
         pending.extend(node.children)
+    for node in reversed(levels):  # the youngest first: a child is pruned before its parent
+        kept: list[Node] = []
+        for child in node.children:
+            if child.message is None:
+                kept.extend(child.children)  # already pruned: messages only, spliced in
+            else:
+                kept.append(child)
+        for child in kept:
+            child.parent = node
+        node.children = kept
+    top: list[Node] = []
+    for node in root:
+        if node.message is None:
+            if not node.children:  # a dummy with NO children: delete it
+                continue
+            if len(node.children) == 1:  # promoted to the root only when it is the only one
+                child = node.children[0]
+                child.parent = None
+                top.append(child)
+                continue
+        top.append(node)
     return top
 
 

@@ -5,10 +5,15 @@ listing every error with its line); ``run_script`` decides what to do with one m
 returns a ``SieveResult`` of frozen action values that delivery carries out. Mailbox
 existence, duplicate tracking, time, the environment, external lists (RFC 6134) and IMAP
 METADATA (RFC 5490) are injected. The supported
-capabilities are ``ALL_EXTENSIONS`` (see ``language`` for the standards).
+capabilities are ``ALL_EXTENSIONS`` (see ``language`` for the standards); Pigeonhole's
+vendor extensions (``DOVECOT_EXTENSIONS``: report, pipe/filter/execute, debug) are compiled
+only when the host lists them in ``extensions``, and filter/execute call the host's
+``Programs`` (``run_script(programs=...)``).
 Leaves out: notification methods other than mailto.
-Security: scripts are user input: size, instruction, action, redirect, include and variable
-limits (``SieveLimits``) bound every run; the interpreter performs no I/O.
+Security: scripts are user input: size, instruction, CPU time, action, redirect, include and
+variable limits (``SieveLimits``) bound every run; the interpreter performs no I/O. The CPU
+limit is checked between instructions, so one slow instruction (a :regex on a long value) can
+overrun it by its own duration.
 """
 
 from __future__ import annotations
@@ -23,14 +28,24 @@ from hato.codec.sieve.actions import (
     FileInto,
     Keep,
     Notify,
+    Pipe,
     Redirect,
     Reject,
+    Report,
     SieveResult,
     Vacation,
     action_name,
 )
 from hato.codec.sieve.interpreter import run_script
-from hato.codec.sieve.language import ALL_EXTENSIONS, Cmd, Extension, Script, Spec
+from hato.codec.sieve.language import (
+    ALL_EXTENSIONS,
+    DOVECOT_EXTENSIONS,
+    PROGRAM_EXTENSIONS,
+    Cmd,
+    Extension,
+    Script,
+    Spec,
+)
 from hato.codec.sieve.parser import parse
 from hato.codec.sieve.runtime import DuplicateTracker, Envelope, Runtime, SieveLimits
 from hato.codec.sieve.validate import Checker, Library, Settings
@@ -85,6 +100,8 @@ def parse_script(
 
 __all__ = [
     "ALL_EXTENSIONS",
+    "DOVECOT_EXTENSIONS",
+    "PROGRAM_EXTENSIONS",
     "Action",
     "Cmd",
     "Discard",
@@ -96,8 +113,10 @@ __all__ = [
     "FileInto",
     "Keep",
     "Notify",
+    "Pipe",
     "Redirect",
     "Reject",
+    "Report",
     "Runtime",
     "Script",
     "SieveError",

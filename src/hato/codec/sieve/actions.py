@@ -7,7 +7,9 @@ FileInto carry ``flags``: the IMAP flags to set (RFC 5232 §5: the internal flag
 :flags), None when imap4flags was not used (the store's defaults apply).
 Standards: RFC 5228 §4 (keep, fileinto, redirect, discard, §2.10.2 implicit keep), RFC 5429
 (reject, ereject), RFC 5230/6131 (vacation), RFC 5435 (notify), RFC 3894 (:copy), RFC 5490
-(:create), RFC 8579 (:specialuse), RFC 7352 (duplicate marks to record).
+(:create), RFC 8579 (:specialuse), RFC 7352 (duplicate marks to record), Pigeonhole's
+vnd.dovecot.report (report: an RFC 5965 feedback report) and vnd.dovecot.pipe (pipe the
+message to an administrator's program).
 """
 
 from __future__ import annotations
@@ -96,7 +98,36 @@ class Notify:
     message: str
 
 
-Action = Keep | FileInto | Redirect | Reject | Ereject | Discard | Vacation | Notify
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Send an RFC 5965 abuse feedback report about the message (vnd.dovecot.report):
+    ``feedback_type`` (RFC 5965 §7.3), the human-readable ``text``, the report's
+    ``recipient``; ``headers_only``: include only the header (text/rfc822-headers)."""
+
+    feedback_type: str
+    text: str
+    recipient: str
+    headers_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Pipe:
+    """Hand the message to the administrator's program ``program`` with ``args`` on its
+    command line (vnd.dovecot.pipe §5); ``try_``: a failure is no error; ``copy``: the
+    implicit keep stays (§5.2). ``message`` as in Keep (the message "locked in", §6.1)."""
+
+    program: str
+    args: tuple[str, ...] = ()
+    try_: bool = False
+    copy: bool = False
+    message: bytes | None = None
+    # what the program's environment holds (USER, HOST, SENDER, RECIPIENT, ORIG_RECIPIENT)
+    environment: tuple[tuple[str, str], ...] = ()
+
+
+Action = (
+    Keep | FileInto | Redirect | Reject | Ereject | Discard | Vacation | Notify | Report | Pipe
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +153,7 @@ class SieveResult:
     marks: tuple[DuplicateMark, ...] = field(default=())
     withheld: tuple[Action, ...] = ()  # vacation/notify decided not to be sent (RFC 3834)
     warnings: tuple[tuple[int, str], ...] = ()  # e.g. a run-time :regex key that is invalid
+    debug: tuple[str, ...] = ()  # vnd.dovecot.debug debug_log messages, for the log
 
     def deliveries(self) -> tuple[Action, ...]:
         """The actions with the implicit keep made explicit (as a final Keep)."""
@@ -141,4 +173,6 @@ def action_name(action: Action) -> str:
         Discard: "discard",
         Vacation: "vacation",
         Notify: "notify",
+        Report: "report",
+        Pipe: "pipe",
     }[type(action)]

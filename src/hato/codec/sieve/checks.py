@@ -7,7 +7,8 @@ size tags (§5.9), redirect address syntax (§4.2), fileinto mailbox names, vaca
 (RFC 5230 §4.5), variable names (RFC 5229 §3-§4), global (RFC 6609 §3.4), include script
 names (RFC 6609 §3.2, RFC 5804 §1.6), index (RFC 5260 §6), mime options (RFC 5703 §4),
 foreverypart/break/extracttext placement (RFC 5703 §3, §7), enotify URIs and options (RFC 5435
-§3, RFC 5436), duplicate (RFC 7352 §3), editheader field names (RFC 5293 §4-§5).
+§3, RFC 5436), duplicate (RFC 7352 §3), editheader field names (RFC 5293 §4-§5); the
+vnd.dovecot.report and extprograms checks live in their ``ext_*`` modules.
 Leaves out: warnings.
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hato.codec.mime import Group, parse_address_list
-from hato.codec.sieve import enotify
+from hato.codec.sieve import enotify, ext_extprograms, ext_report
 from hato.codec.sieve.addresses import parse_mailbox
 from hato.codec.sieve.comparators import CAPABILITY, COMPARATORS, DEFAULT, Comparator
 from hato.codec.sieve.ext_extlists import normalize_list_name
@@ -529,3 +530,5 @@ _CHECKS: dict[str, Callable[[Checker, Cmd], None]] = {
     "date": _date,
     "replace": _replace,
 }
+_CHECKS.update(ext_report.CHECKS)  # vnd.dovecot.report
+_CHECKS.update(ext_extprograms.CHECKS)  # vnd.dovecot.pipe/filter/execute

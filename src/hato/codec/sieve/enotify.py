@@ -43,7 +43,8 @@ UNSAFE_HEADERS = frozenset(
 @dataclass(frozen=True, slots=True)
 class MailtoUri:
     """A parsed mailto URI: recipients (To, then Cc, Bcc from header fields), the other header
-    fields in order, and the body."""
+    fields in order, and the body. ``mailboxes`` maps each recipient address to the mailbox as
+    the URI wrote it (RFC 6068 §2: "addr-spec" or a display name with it), for the header."""
 
     to: tuple[str, ...]
     cc: tuple[str, ...]
@@ -51,6 +52,7 @@ class MailtoUri:
     headers: tuple[tuple[str, str], ...]
     subject: str | None
     body: str | None
+    mailboxes: tuple[tuple[str, str], ...] = ()
 
 
 def method_of(uri: str) -> str:
@@ -61,9 +63,27 @@ def method_of(uri: str) -> str:
     return uri[:colon].lower()
 
 
-def _recipients(text: str, errors: list[str]) -> list[str]:
+def _split_list(text: str) -> list[str]:
+    """Split an address list at its commas, but not inside a quoted display name (RFC 5322
+    §3.4: a quoted-string may hold ",")."""
+    items, start, quoted, escaped = [], 0, False, False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return items
+
+
+def _recipients(text: str, errors: list[str], written: dict[str, str]) -> list[str]:
     out: list[str] = []
-    for raw in urllib.parse.unquote(text).split(","):
+    for raw in _split_list(urllib.parse.unquote(text)):
         if not raw.strip():
             continue
         address, reason = parse_mailbox(raw)
@@ -71,6 +91,7 @@ def _recipients(text: str, errors: list[str]) -> list[str]:
             errors.append(f"invalid recipient '{raw}': {reason}")
             continue
         out.append(address)
+        written.setdefault(address.lower(), raw.strip(" \t\r\n"))
     return out
 
 
@@ -83,7 +104,8 @@ def parse_mailto(uri: str) -> tuple[MailtoUri | None, list[str]]:
         if not _TO_CHARS.match(ch):
             errors.append(f"invalid character '{ch}' in 'to' part")
             return None, errors
-    to = _recipients(to_part, errors)
+    written: dict[str, str] = {}
+    to = _recipients(to_part, errors, written)
     cc: list[str] = []
     bcc: list[str] = []
     headers: list[tuple[str, str]] = []
@@ -106,11 +128,11 @@ def parse_mailto(uri: str) -> tuple[MailtoUri | None, list[str]]:
             return None, errors
         key = hname.lower()
         if key == "to":
-            to.extend(_recipients(value, errors))
+            to.extend(_recipients(value, errors, written))
         elif key == "cc":
-            cc.extend(_recipients(value, errors))
+            cc.extend(_recipients(value, errors, written))
         elif key == "bcc":
-            bcc.extend(_recipients(value, errors))
+            bcc.extend(_recipients(value, errors, written))
         elif key == "subject":
             subject = hvalue
         elif key == "body":
@@ -119,7 +141,10 @@ def parse_mailto(uri: str) -> tuple[MailtoUri | None, list[str]]:
             headers.append((hname, hvalue))
     if errors:
         return None, errors
-    return MailtoUri(tuple(to), tuple(cc), tuple(bcc), tuple(headers), subject, body), []
+    parsed = MailtoUri(
+        tuple(to), tuple(cc), tuple(bcc), tuple(headers), subject, body, tuple(written.items())
+    )
+    return parsed, []
 
 
 def uri_errors(uri: str) -> list[str]:

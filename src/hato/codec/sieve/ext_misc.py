@@ -1,6 +1,7 @@
 """Smaller Sieve extensions: environment (RFC 5183), spamtest/spamtestplus/virustest
 (RFC 5235), mailbox (RFC 5490 §3.1 mailboxexists), special-use (RFC 8579 specialuse_exists),
-duplicate (RFC 7352), ihave and error (RFC 5463).
+duplicate (RFC 7352), ihave and error (RFC 5463), and Pigeonhole's vnd.dovecot.debug
+(``debug_log``: the message goes to ``SieveResult.debug``, for the host's log).
 
 Implements RFC 5183 §4 (an unknown environment item makes the test false; "name",
 "version", "location" and "phase" have defaults, the rest come from the host), RFC 5235 §3
@@ -124,7 +125,16 @@ def _error(rt: Runtime, cmd: Cmd) -> None:
     raise runtime_error(cmd, rt.expand(cmd.string(0)))  # RFC 5463 §5
 
 
-COMMANDS: dict[str, CommandFn] = {"error": _error}
+MAX_DEBUG_MESSAGES = 32  # debug_log lines kept per run
+MAX_DEBUG_SIZE = 1024  # characters of one
+
+
+def _debug_log(rt: Runtime, cmd: Cmd) -> None:
+    if len(rt.debug) < MAX_DEBUG_MESSAGES:
+        rt.debug.append(rt.expand(cmd.string(0))[:MAX_DEBUG_SIZE])
+
+
+COMMANDS: dict[str, CommandFn] = {"error": _error, "debug_log": _debug_log}
 TESTS: dict[str, TestFn] = {
     "environment": _environment,
     "spamtest": _spamtest,

@@ -67,8 +67,8 @@ def suppressed(rt: Runtime, sender: str, *, mine: set[str]) -> str | None:
             return "bulk precedence"
     if any(rt.part.header(h) is not None for h in _LIST_HEADERS):
         return "mailing list"
-    if addressed_to(rt, mine) is None:
-        return "not addressed to the user"
+    if rt.limits.vacation_check_recipient and addressed_to(rt, mine) is None:
+        return "not addressed to the user"  # RFC 5230 §4.5 (see SieveLimits)
     return None
 
 

@@ -18,6 +18,7 @@ from hato.codec.sieve import (
     ext_date,
     ext_editheader,
     ext_extlists,
+    ext_extprograms,
     ext_flags,
     ext_include,
     ext_metadata,
@@ -25,12 +26,14 @@ from hato.codec.sieve import (
     ext_misc,
     ext_notify,
     ext_replace,
+    ext_report,
     ext_vacation,
     ext_variables,
 )
 from hato.codec.sieve.actions import Discard, Ereject, FileInto, Keep, Redirect, Reject, SieveResult
 from hato.codec.sieve.addresses import address_part, parse_mailbox, parse_path
 from hato.codec.sieve.ext_extlists import ExternalLists
+from hato.codec.sieve.ext_extprograms import Programs
 from hato.codec.sieve.language import Cmd, Script
 from hato.codec.sieve.runtime import (
     Break,
@@ -63,6 +66,8 @@ def run_script(
     special_use_exists: Callable[[str | None, str], bool] | None = None,
     ext_lists: ExternalLists | None = None,
     metadata: MetadataLookup | None = None,
+    cpu_clock: Callable[[], float] | None = None,
+    programs: Programs | None = None,
 ) -> SieveResult:
     """Run ``script`` on ``message``; never raises for script errors (they are in
     ``SieveResult.errors`` and leave the implicit keep in force).
@@ -71,7 +76,10 @@ def run_script(
     any mailbox); without it no special-use mailbox exists. ``ext_lists`` answers RFC 6134
     :list queries (without it only an empty :addrbook:default exists). ``metadata(mailbox,
     entry)`` answers RFC 5490 metadata tests (mailbox None: a server annotation; the value,
-    or None when the annotation is NIL); without it no annotation exists."""
+    or None when the annotation is NIL); without it no annotation exists. ``cpu_clock``
+    measures the CPU time ``limits.max_cpu_time`` bounds (default: this thread's).
+    ``programs`` runs the administrator's programs for vnd.dovecot.filter/execute (without
+    it every program is unknown); it blocks, so the CPU limit does not count its time."""
     rt = Runtime(
         script,
         message=message,
@@ -85,8 +93,11 @@ def run_script(
     if special_use_exists is not None:
         rt.special_use_exists = special_use_exists
     rt.ext_lists = ext_lists
+    rt.programs = programs
     if metadata is not None:
         rt.metadata = metadata
+    if cpu_clock is not None:
+        rt.set_cpu_clock(cpu_clock)
     wire(rt)
     error = execute(rt)
     if error is not None:
@@ -113,6 +124,7 @@ def result_of(rt: Runtime) -> SieveResult:
         marks=tuple(rt.marks),
         withheld=tuple(rt.withheld),
         warnings=tuple(rt.warnings),
+        debug=tuple(rt.debug),
     )
 
 
@@ -341,6 +353,7 @@ for _module in (
     ext_date,
     ext_editheader,
     ext_extlists,
+    ext_extprograms,
     ext_flags,
     ext_include,
     ext_metadata,
@@ -348,6 +361,7 @@ for _module in (
     ext_misc,
     ext_notify,
     ext_replace,
+    ext_report,
     ext_vacation,
     ext_variables,
 ):

@@ -7,7 +7,9 @@ RFC 5228 (core), 5229 (variables), 5230/6131 (vacation, vacation-seconds), 5231
 ereject), 5435/5436 (enotify, mailto), 5463 (ihave), 5490 (mailbox, mboxmetadata,
 servermetadata), 5703 (mime, foreverypart, extracttext, replace, enclose), 6134 (extlists),
 6609 (include), 7352 (duplicate), 8579 (special-use), 3894 (copy), draft-ietf-sieve-regex
-(regex), RFC 5228 §2.4.2.4 (encoded-character).
+(regex), RFC 5228 §2.4.2.4 (encoded-character), and Pigeonhole's vendor extensions
+vnd.dovecot.report, vnd.dovecot.pipe/filter/execute and vnd.dovecot.debug (not in
+``ALL_EXTENSIONS``: the host offers them, see ``DOVECOT_EXTENSIONS``).
 Leaves out: notify methods other than mailto.
 """
 
@@ -453,6 +455,43 @@ SPECS: tuple[Spec, ...] = (
     # RFC 5463
     Spec("ihave", True, "ihave", positional=(Param(SL, "capabilities"),)),
     Spec("error", False, "ihave", positional=(Param(S, "message"),)),
+    # vnd.dovecot.report (Pigeonhole spec-bosch-sieve-report §3)
+    Spec(
+        "report",
+        False,
+        "vnd.dovecot.report",
+        positional=(Param(S, "feedback-type"), Param(S, "message"), Param(S, "address")),
+        tags=(TagDef("headers_only"),),
+    ),
+    # vnd.dovecot.pipe/filter/execute (Pigeonhole spec-bosch-sieve-extprograms §5-§8)
+    Spec(
+        "pipe",
+        False,
+        "vnd.dovecot.pipe",
+        positional=(Param(S, "program-name"), Param(SL, "arguments", optional=True)),
+        tags=(TagDef("try"), TagDef("copy", extension="copy")),
+    ),
+    Spec(
+        "filter",
+        False,
+        "vnd.dovecot.filter",
+        positional=(Param(S, "program-name"), Param(SL, "arguments", optional=True)),
+        both=True,
+    ),
+    Spec(
+        "execute",
+        False,
+        "vnd.dovecot.execute",
+        positional=(Param(S, "program-name"), Param(SL, "arguments", optional=True)),
+        tags=(
+            TagDef("input", S, group="input"),
+            TagDef("pipe", group="input"),
+            TagDef("output", S),
+        ),
+        both=True,
+    ),
+    # vnd.dovecot.debug
+    Spec("debug_log", False, "vnd.dovecot.debug", positional=(Param(S, "message"),)),
 )
 
 # every capability Hato's interpreter implements (RFC 5228 §3.2 "require")
@@ -499,6 +538,16 @@ ALL_EXTENSIONS: frozenset[str] = frozenset(
         "ihave",
     }
 )
+
+# Pigeonhole's vendor extensions: implemented, offered only when the host says so (the
+# programs need an administrator's directory; report sends mail; debug writes to the log)
+PROGRAM_EXTENSIONS: frozenset[str] = frozenset(
+    {"vnd.dovecot.pipe", "vnd.dovecot.filter", "vnd.dovecot.execute"}
+)
+DOVECOT_EXTENSIONS: frozenset[str] = PROGRAM_EXTENSIONS | {
+    "vnd.dovecot.report",
+    "vnd.dovecot.debug",
+}
 
 # extensions that bring another with them (RFC 6131 §2, RFC 5235 §3.2)
 IMPLIES: dict[str, tuple[str, ...]] = {

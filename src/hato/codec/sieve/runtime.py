@@ -12,6 +12,7 @@ Security: everything here is bounded: instruction count, variable size, actions,
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -26,8 +27,10 @@ from hato.codec.sieve.actions import (
     FileInto,
     Keep,
     Notify,
+    Pipe,
     Redirect,
     Reject,
+    Report,
     Vacation,
 )
 from hato.codec.sieve.addresses import parse_mailbox
@@ -39,6 +42,7 @@ from hato.core.errors import SieveError
 
 if TYPE_CHECKING:
     from hato.codec.sieve.ext_extlists import ExternalLists
+    from hato.codec.sieve.ext_extprograms import Programs
 
 CommandFn = Callable[["Runtime", Cmd], None]
 # RFC 5490 §3.3/§4.1: (mailbox, or None for a server annotation; entry name) -> value or None
@@ -64,6 +68,10 @@ class SieveLimits:
 
     max_script_size: int = 1024 * 1024
     max_instructions: int = 1_000_000
+    # CPU seconds one run may use (0: no limit), measured on the running thread's CPU clock
+    # besides the instruction bound: a few instructions can be slow (a :regex on a long
+    # value, foreverypart over many parts), so the count alone does not bound the time
+    max_cpu_time: float = 30.0
     max_actions: int = 32
     max_redirects: int = 4
     max_include_depth: int = 10
@@ -83,6 +91,18 @@ class SieveLimits:
     vacation_use_original_recipient: bool = False  # count the ORCPT among the user's addresses
     vacation_to_header_ignore_envelope: bool = False  # reply To: from the fields, not the envelope
     vacation_send_from_recipient: bool = False  # reply MAIL FROM the user (RFC 5230 §5.1: <>)
+    # False departs from RFC 5230 §4.5 ("MUST NOT respond" unless the user's address is in
+    # To/Cc/Bcc/Resent-*): an administrator's choice for addresses that reach the user
+    # hidden (Dovecot's sieve_vacation_check_recipient=no); never the default
+    vacation_check_recipient: bool = True
+    # MAIL FROM of what Sieve sends for the user (compose.envelope_sender): "sender" (the
+    # triggering message's), "recipient", "orig_recipient", "user_email", "<addr>" or "<>";
+    # "" is the action's default (redirect: the sender, RFC 5228 §4.2; notify: postmaster)
+    redirect_envelope_from: str = ""
+    notify_envelope_from: str = ""
+    # From of vnd.dovecot.report reports: the same names ("sender", "recipient", ...);
+    # "" or "postmaster" is the postmaster of the user's domain
+    report_from: str = ""
     vacation_default_subject: str = "Automated reply"  # RFC 5230 §5.3: no Subject to quote
     vacation_subject_template: str = ""  # "%{subject}" = the original; "" = RFC 5230 §5.3 "Auto: "
     # RFC 5293 §6: fields a script may not add / delete
@@ -163,6 +183,9 @@ class Runtime:
         self.flags: list[str] = []
         self.flags_used = False
         self.steps = 0
+        # CPU seconds of the running thread (injected by tests: CONVENTIONS §6)
+        self.cpu_clock: Callable[[], float] = time.thread_time
+        self.cpu_started = self.cpu_clock()
         self.included: set[tuple[str, str]] = set()
         self.include_depth = 0
         # foreverypart: paths (child indexes from the message) of the current parts, innermost
@@ -173,6 +196,9 @@ class Runtime:
         self.special_use_exists: Callable[[str | None, str], bool] = lambda box, flag: False
         self.ext_lists: ExternalLists | None = None  # RFC 6134 lists (None: default only)
         self.metadata: MetadataLookup = lambda box, entry: None  # RFC 5490 §3.3
+        # vnd.dovecot.filter/execute: the administrator's programs (None: none configured)
+        self.programs: Programs | None = None
+        self.debug: list[str] = []  # vnd.dovecot.debug messages
         self.unenclosed: bytes | None = None  # the message before enclose (RFC 5703 §6)
         self.custom: dict[str, Extension] = {}
         for ext in script.custom:
@@ -326,6 +352,14 @@ class Runtime:
         self.steps += 1
         if self.steps > self.limits.max_instructions:
             raise runtime_error(cmd, "execution exceeded the instruction limit")
+        limit = self.limits.max_cpu_time
+        if limit > 0 and self.cpu_clock() - self.cpu_started > limit:
+            raise runtime_error(cmd, f"execution exceeded the CPU time limit ({limit:g}s)")
+
+    def set_cpu_clock(self, clock: Callable[[], float]) -> None:
+        """Measure the run's CPU time with ``clock`` from now on."""
+        self.cpu_clock = clock
+        self.cpu_started = clock()
 
     # -- actions -------------------------------------------------------------------------
 
@@ -392,6 +426,15 @@ class Runtime:
                     return old
             elif isinstance(action, Discard) and isinstance(old, Discard):
                 return old
+            elif (
+                isinstance(action, Report)
+                and isinstance(old, Report)
+                and (old.feedback_type, old.recipient.lower())
+                == (action.feedback_type, action.recipient.lower())
+            ):
+                # vnd.dovecot.report §3: one report per feedback type and recipient; the
+                # first one's text is used
+                return old
         return None
 
     def _conflicts(self, cmd: Cmd, action: Action) -> None:
@@ -403,14 +446,17 @@ class Runtime:
             for old in everything:
                 if isinstance(old, Vacation):  # RFC 5429 §2.4: incompatible with vacation
                     raise runtime_error(cmd, "reject action conflicts with earlier vacation action")
-                if isinstance(old, Keep | FileInto | Redirect) and not _is_copy(old):
+                # vnd.dovecot.pipe §5.1: pipe (even :copy) is incompatible with reject
+                if isinstance(old, Pipe) or (
+                    isinstance(old, Keep | FileInto | Redirect) and not _is_copy(old)
+                ):
                     raise runtime_error(
                         cmd, f"reject action conflicts with earlier {_name(old)} action"
                     )
         elif rejecting:
             if isinstance(action, Vacation):
                 raise runtime_error(cmd, "vacation action conflicts with earlier reject action")
-            if isinstance(action, Keep | FileInto | Redirect):
+            if isinstance(action, Keep | FileInto | Redirect | Pipe):
                 raise runtime_error(
                     cmd, f"{_name(action)} action conflicts with earlier reject action"
                 )
@@ -419,7 +465,7 @@ class Runtime:
 
 
 def _is_copy(action: Action) -> bool:
-    return isinstance(action, FileInto | Redirect) and action.copy
+    return isinstance(action, FileInto | Redirect | Pipe) and action.copy
 
 
 def _name(action: Action) -> str:

@@ -6,13 +6,18 @@ HEADER.FIELDS[.NOT], TEXT, MIME, part numbers; a non-PEEK fetch sets \\Seen and 
 new FLAGS, never in a read-only mailbox), RFC 3501 RFC822, RFC822.HEADER, RFC822.TEXT; RFC 3516
 BINARY[section]<partial>, BINARY.PEEK and BINARY.SIZE (literal8 when the data holds NUL,
 UNKNOWN-CTE for encodings Hato cannot undo); RFC 7162 §3.1.4 MODSEQ and CHANGEDSINCE; RFC 8514
-SAVEDATE; RFC 8474 EMAILID and THREADID (always NIL: RFC 8474 §5.2 allows a server without a
-stable per-account thread id to return NIL; THREAD=REFERENCES threads are computed per search,
-per mailbox, so they are not such an id); RFC 7162 §3.2.6 the VANISHED modifier (VANISHED
+SAVEDATE; RFC 8474 EMAILID and THREADID (the store's per-account thread id, fixed when the
+message was stored: ``hato.store.sqlite.threadids``; NIL only for a message without one);
+RFC 7162 §3.2.6 the VANISHED modifier (VANISHED
 (EARLIER) from ``qresync.py``) and §3.2.4 (UID and MODSEQ in FETCH responses of an implicit
 \\Seen once CONDSTORE is on); RFC 3501 §2.3.2 \\Recent in FLAGS for IMAP4rev1 sessions.
 Messages expunged by another session before this one was told are skipped with OK
 [EXPUNGEISSUED] (RFC 5530).
+
+Speed: metadata items need no message read; ENVELOPE, RFC822.HEADER and BODY[HEADER...] read
+and parse only the header block; rendered ENVELOPE/BODY/BODYSTRUCTURE come from the shared
+content cache (``cache.py``) when present; a few small messages are read on the event loop, a
+chunk of many in one worker-thread hop, and a big chunk is parsed in that thread too.
 
 Left out: PREVIEW (RFC 8970).
 """
@@ -20,21 +25,23 @@ Left out: PREVIEW (RFC 8970).
 from __future__ import annotations
 
 import asyncio
+import re
 
 from hato.codec.imap import response
 from hato.codec.imap.bodystructure import envelope_of, render_body
 from hato.codec.imap.commands import Command, Fetch, FetchItem, Section
 from hato.codec.mime import Part, decode_body, decode_encapsulated, find_section, parse_message
+from hato.core.errors import NotFound
 from hato.servers.imap import qresync
+from hato.servers.imap.cache import CACHEABLE
 from hato.servers.imap.outcome import CommandFailed, Outcome
 from hato.servers.imap.selected import resolve
 from hato.servers.imap.session import Session
+from hato.store.api import BlobStore
 from hato.store.model import SEEN, FlagOp, Message
 
 _KNOWN_CTE = frozenset({"7bit", "8bit", "binary", "base64", "quoted-printable"})
 _SETS_SEEN = frozenset({"RFC822", "RFC822.TEXT"})
-_NEEDS_BLOB = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE", "BODY[]", "BINARY", "BINARY.SIZE",
-                         "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 
 
 def section_bytes(root: Part, data: bytes, section: Section) -> bytes | None:
@@ -88,41 +95,148 @@ def _partial(data: bytes, partial: tuple[int, int] | None) -> tuple[bytes, bytes
     return data[offset : offset + length], b"<%d>" % offset
 
 
-class _Loaded:
-    """A message's bytes and part tree, read and parsed at most once per FETCH."""
+# Items answered from the message's metadata alone (no blob read).
+_META = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "SAVEDATE",
+                   "EMAILID", "THREADID"})
+_HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+# RFC 5322 §2.1: the header block ends at the first empty line (bare LF tolerated, as in
+# ``hato.codec.mime.headers.split_headers``).
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+_HEAD_READ = 16384  # bytes read at a time while looking for the end of the header block
+BIG_PARSE = 1 << 20  # a chunk with more bytes than this is parsed off the event loop
+# Up to this many messages (whole: this many bytes in all) are read on the event loop: a
+# few small files cost less than the hop to a worker thread.
+INLINE_READS = 32
+INLINE_BYTES = 256 * 1024
 
-    def __init__(self, session: Session, message: Message) -> None:
-        self._session = session
-        self._message = message
-        self.data: bytes | None = None
+
+def _header_only(items: tuple[FetchItem, ...]) -> bool:
+    """Whether every item that reads the message needs only its top-level header block
+    (ENVELOPE, RFC822.HEADER, BODY[HEADER...]): then only that block is read and parsed."""
+    for item in items:
+        name = item.name
+        if name in _META or name in ("ENVELOPE", "RFC822.HEADER"):
+            continue
+        if (name == "BODY[]" and item.section is not None and not item.section.part
+                and item.section.text in _HEADER_TEXTS):
+            continue
+        return False
+    return True
+
+
+def header_block(data: bytes) -> bytes:
+    """The top-level header block of ``data`` with its empty line, or all of ``data`` when
+    no empty line ends it (the MIME parser then sees the same header fields)."""
+    if data.startswith((b"\n", b"\r\n")):
+        return data[: data.index(b"\n") + 1]
+    match = _BLANK_LINE.search(data)
+    return data if match is None else data[: match.end()]
+
+
+def _read_head(blobs: BlobStore, blob_id: str) -> bytes:
+    """The header block of a stored message, without reading its body (large attachments)."""
+    with blobs.open(blob_id) as f:
+        data = b""
+        while True:
+            chunk = f.read(_HEAD_READ)
+            if not chunk:
+                return data
+            data += chunk
+            if data.startswith((b"\n", b"\r\n")) or _BLANK_LINE.search(
+                    data, max(0, len(data) - len(chunk) - 2)):
+                return header_block(data)
+
+
+def read_blobs(blobs: BlobStore, blob_ids: list[str], *, head: bool) -> dict[str, bytes]:
+    """Bodies (or header blocks) of a chunk of messages, by blob id; those gone are left
+    out (blocking: run it in a worker thread, one hop for a whole chunk)."""
+    bodies: dict[str, bytes] = {}
+    for blob_id in blob_ids:
+        if blob_id not in bodies:
+            try:
+                bodies[blob_id] = _read_head(blobs, blob_id) if head else blobs.read(blob_id)
+            except (NotFound, FileNotFoundError):
+                continue  # expunged (and its blob released) while we were fetching
+    return bodies
+
+
+class _Loaded:
+    """A message's bytes and part tree, parsed at most once per FETCH."""
+
+    __slots__ = ("_root", "data")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
         self._root: Part | None = None
 
-    async def load(self) -> bytes:
-        if self.data is None:
-            self.data = await asyncio.to_thread(
-                self._session.store.blobs.read, self._message.blob_id)
-        return self.data
-
     def root(self) -> Part:
-        assert self.data is not None
         if self._root is None:
             self._root = parse_message(self.data)
         return self._root
 
 
-async def _render(
-    session: Session, message: Message, items: tuple[FetchItem, ...], *, add_flags: bool
+def _render_content(loaded: _Loaded, item: FetchItem) -> bytes:
+    """One item that reads the message (RFC 9051 §7.5.2): pure, so it may run off the loop."""
+    name = item.name
+    data = loaded.data
+    if name == "ENVELOPE":
+        return b"ENVELOPE " + envelope_of(loaded.root(), data)
+    if name in ("BODY", "BODYSTRUCTURE"):
+        body = render_body(loaded.root(), data, extensible=name != "BODY")
+        return name.encode("ascii") + b" " + body
+    if name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
+        section = Section((), {"RFC822": None, "RFC822.HEADER": "HEADER",
+                               "RFC822.TEXT": "TEXT"}[name])
+        text = section_bytes(loaded.root(), data, section) or b""
+        return name.encode("ascii") + b" " + response.literal(text)
+    if name == "BODY[]":
+        assert item.section is not None
+        text = section_bytes(loaded.root(), data, item.section) or b""
+        text, origin = _partial(text, item.partial)
+        label = b"BODY" + item.section.render().encode("utf-8") + origin
+        return label + b" " + response.literal(text)
+    assert name in ("BINARY", "BINARY.SIZE") and item.section is not None
+    raw = binary_bytes(loaded.root(), data, item.section)
+    label = name.encode("ascii") + item.section.render().encode("ascii")
+    if name == "BINARY.SIZE":
+        return label + b" %d" % len(raw or b"")
+    if raw is None:
+        return label + b" NIL"
+    raw, origin = _partial(raw, item.partial)
+    return label + origin + b" " + response.literal(raw, binary=b"\x00" in raw)
+
+
+def _render_contents(items: tuple[FetchItem, ...], data: bytes) -> list[bytes | CommandFailed]:
+    """Every content item of one message, in order (a CommandFailed stands for an item that
+    cannot be rendered, e.g. UNKNOWN-CTE, raised when the message's turn comes)."""
+    loaded = _Loaded(data)
+    out: list[bytes | CommandFailed] = []
+    for item in items:
+        try:
+            out.append(_render_content(loaded, item))
+        except CommandFailed as exc:
+            out.append(exc)
+    return out
+
+
+def _render(
+    session: Session,
+    message: Message,
+    items: tuple[FetchItem, ...],
+    contents: list[bytes | CommandFailed],
+    *,
+    add_flags: bool,
 ) -> bytes:
-    loaded = _Loaded(session, message)
-    if any(item.name in _NEEDS_BLOB for item in items):
-        await loaded.load()
+    """``(item item ...)`` of one message; ``contents`` holds the rendered content items in
+    order (``_render_contents``)."""
     out: list[bytes] = []
+    next_content = iter(contents)
     for item in items:
         name = item.name
         if name == "UID":
             out.append(b"UID %d" % message.uid)
         elif name == "FLAGS":
-            out.append(b"FLAGS " + response.flag_list(_flags(session, message)))
+            out.append(b"FLAGS " + _flags(session, message))
         elif name == "INTERNALDATE":
             out.append(b"INTERNALDATE " + response.date_time(message.internal_date))
         elif name == "RFC822.SIZE":
@@ -134,44 +248,67 @@ async def _render(
         elif name == "EMAILID":
             out.append(b"EMAILID (M%d)" % message.email_id)
         elif name == "THREADID":
-            out.append(b"THREADID NIL")
-        elif name == "ENVELOPE":
-            out.append(b"ENVELOPE " + envelope_of(loaded.root(), await loaded.load()))
-        elif name in ("BODY", "BODYSTRUCTURE"):
-            body = render_body(loaded.root(), await loaded.load(), extensible=name != "BODY")
-            out.append(name.encode("ascii") + b" " + body)
-        elif name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
-            section = Section((), {"RFC822": None, "RFC822.HEADER": "HEADER",
-                                   "RFC822.TEXT": "TEXT"}[name])
-            data = section_bytes(loaded.root(), await loaded.load(), section) or b""
-            out.append(name.encode("ascii") + b" " + response.literal(data))
-        elif name == "BODY[]":
-            assert item.section is not None
-            data = section_bytes(loaded.root(), await loaded.load(), item.section) or b""
-            data, origin = _partial(data, item.partial)
-            label = b"BODY" + item.section.render().encode("utf-8") + origin
-            out.append(label + b" " + response.literal(data))
-        elif name in ("BINARY", "BINARY.SIZE"):
-            assert item.section is not None
-            raw = binary_bytes(loaded.root(), await loaded.load(), item.section)
-            label = name.encode("ascii") + item.section.render().encode("ascii")
-            if name == "BINARY.SIZE":
-                out.append(label + b" %d" % len(raw or b""))
-            elif raw is None:
-                out.append(label + b" NIL")
-            else:
-                raw, origin = _partial(raw, item.partial)
-                out.append(label + origin + b" " + response.literal(raw, binary=b"\x00" in raw))
+            # RFC 8474 §5.2: "T" keeps THREADIDs apart from the "M" EMAILIDs; NIL: none.
+            out.append(b"THREADID (T%d)" % message.thread_id if message.thread_id
+                       else b"THREADID NIL")
+        else:
+            rendered = next(next_content)
+            if isinstance(rendered, CommandFailed):
+                raise rendered
+            out.append(rendered)
     if add_flags:
-        out.append(b"FLAGS " + response.flag_list(_flags(session, message)))
+        out.append(b"FLAGS " + _flags(session, message))
     return b"(" + b" ".join(out) + b")"
 
 
-def _flags(session: Session, message: Message) -> list[str]:
+def _flags(session: Session, message: Message) -> bytes:
     """The FLAGS to show: with \\Recent for IMAP4rev1 sessions (RFC 3501 §2.3.2)."""
     if session.selected is not None:
-        return session.selected.flags_of(message)
-    return response.sorted_flags(message.flags)
+        return session.selected.flag_bytes(message.uid, message.flags)
+    return response.flag_list(response.sorted_flags(message.flags))
+
+
+async def _contents(
+    session: Session, messages: list[Message], content: tuple[FetchItem, ...], *, head: bool
+) -> dict[str, list[bytes | CommandFailed]]:
+    """The content items of a chunk of messages by blob id. Items in the session's content
+    cache are taken from it; the other messages are read (whole or their header block) and
+    rendered: here when the chunk is small, else read in one worker-thread hop, and parsed in
+    that thread too when the chunk is big enough to hold the event loop up (BIG_PARSE)."""
+    cache = session.content_cache
+    cacheable = all(item.name in CACHEABLE for item in content)
+    done: dict[str, list[bytes | CommandFailed]] = {}
+    missing: list[Message] = []
+    for message in messages:
+        if cacheable:
+            hits = [cache.get_bytes(message.blob_id, item.name) for item in content]
+            if all(hit is not None for hit in hits):
+                done[message.blob_id] = [hit for hit in hits if hit is not None]
+                continue
+        missing.append(message)
+    if not missing:
+        return done
+    blob_ids = [m.blob_id for m in missing]
+    blobs = session.store.blobs
+    volume = sum(m.size for m in missing)
+    if len(missing) <= INLINE_READS and (head or volume <= INLINE_BYTES):
+        bodies = read_blobs(blobs, blob_ids, head=head)  # a few small files: no thread hop
+        rendered = {b: _render_contents(content, data) for b, data in bodies.items()}
+    elif head or volume <= BIG_PARSE:
+        bodies = await asyncio.to_thread(read_blobs, blobs, blob_ids, head=head)
+        rendered = {b: _render_contents(content, data) for b, data in bodies.items()}
+    else:
+        def work() -> dict[str, list[bytes | CommandFailed]]:
+            bodies = read_blobs(blobs, blob_ids, head=False)
+            return {b: _render_contents(content, data) for b, data in bodies.items()}
+
+        rendered = await asyncio.to_thread(work)
+    for blob_id, items in rendered.items():
+        for item, value in zip(content, items, strict=True):
+            if item.name in CACHEABLE and isinstance(value, bytes):
+                cache.put(blob_id, item.name, value)
+    done.update(rendered)
+    return done
 
 
 def _sets_seen(item: FetchItem) -> bool:
@@ -207,6 +344,8 @@ async def cmd_fetch(session: Session, command: Command) -> Outcome:
     wanted = [u for u in wanted if u not in selected.pending_expunge]
     set_seen = not selected.read_only and any(_sets_seen(i) for i in items)
     wants_flags = any(i.name == "FLAGS" for i in items)
+    content = tuple(i for i in items if i.name not in _META)
+    head = _header_only(tuple(items))
     batch = session.settings.fetch_batch
     for start in range(0, len(wanted), batch):
         chunk = wanted[start : start + batch]
@@ -223,6 +362,9 @@ async def cmd_fetch(session: Session, command: Command) -> Outcome:
                 fresh = {m.uid: m for m in update.updated}
                 seen_now = set(fresh)
                 messages = [fresh.get(m.uid, m) for m in messages]
+        rendered: dict[str, list[bytes | CommandFailed]] = {}
+        if content and messages:
+            rendered = await _contents(session, messages, content, head=head)
         for message in messages:
             if wants_flags or message.uid in seen_now:
                 selected.remember(message)  # the client now knows these flags
@@ -231,12 +373,12 @@ async def cmd_fetch(session: Session, command: Command) -> Outcome:
                 # RFC 7162 §3.2.4: a FETCH that implicitly set \Seen carries UID and MODSEQ.
                 extra = tuple(FetchItem(n) for n in ("UID", "MODSEQ")
                               if not any(i.name == n for i in items))
-            try:
-                body = await _render(session, message, tuple(items) + extra,
-                                     add_flags=message.uid in seen_now and not wants_flags)
-            except FileNotFoundError:
+            contents = rendered.get(message.blob_id, [])
+            if content and message.blob_id not in rendered:
                 gone = True  # expunged (and its blob released) while we were fetching
                 continue
+            body = _render(session, message, tuple(items) + extra, contents,
+                           add_flags=message.uid in seen_now and not wants_flags)
             session.write(b"* %d FETCH " % selected.seq_of(message.uid) + body + b"\r\n")
         await session.flush()
     if gone:

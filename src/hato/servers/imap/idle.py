@@ -34,6 +34,7 @@ async def _push(session: Session) -> None:
 async def cmd_idle(session: Session, command: Command) -> Outcome:
     assert session.account is not None
     session.write(response.continuation("idling"))
+    await session.flush()  # the client may answer DONE at once: no store wait before this
     await _push(session)
     done = asyncio.ensure_future(session.read_line())
     watermark = session.selected.modseq if session.selected is not None else 0

@@ -28,7 +28,6 @@ from hato.store.model import (
     DELETED,
     HIERARCHY_SEPARATOR,
     INBOX,
-    SEEN,
     SPECIAL_USES,
     Mailbox,
     Message,
@@ -92,8 +91,7 @@ async def cmd_select(session: Session, command: Command) -> Outcome:
     selected = await open_selected(session.store, mailbox, read_only=read_only,
                                    display_name=mailbox.name, claims=session.recent,
                                    legacy=not session.rev2)
-    keywords = sorted({f for m in selected.messages.values() for f in m.flags} - set(SYSTEM_FLAGS))
-    flags = [*SYSTEM_FLAGS, *keywords]
+    flags = [*SYSTEM_FLAGS, *selected.keywords()]
     session.untagged(b"FLAGS " + response.flag_list(flags))
     # RFC 9051 §7.1: PERMANENTFLAGS; "\*" = new keywords can be created. None when read-only.
     permanent = response.flag_list([*flags, "\\*"]) if not read_only else b"()"
@@ -101,11 +99,12 @@ async def cmd_select(session: Session, command: Command) -> Outcome:
     session.untagged(b"%d EXISTS" % selected.exists)
     if not session.rev2:
         session.untagged(b"%d RECENT" % len(selected.recent))  # RFC 3501 §7.3.2
-        unseen = next((i for i, uid in enumerate(selected.uids, 1)
-                       if SEEN not in selected.messages[uid].flags), None)
+        unseen = selected.first_unseen()
         if unseen is not None:
             session.untagged(b"OK [UNSEEN %d] first unseen" % unseen)
     session.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % selected.uidvalidity)
+    # RFC 8474 §4.2: SELECT/EXAMINE report the MAILBOXID in an untagged OK.
+    session.untagged(b"OK [MAILBOXID (F%d)] Ok" % selected.uidvalidity)
     uidnext = max(mailbox.uidnext, selected.uidnext_hint())
     session.untagged(b"OK [UIDNEXT %d] predicted next UID" % uidnext)
     # RFC 7162 §3.1.2.1: the highest MODSEQ of the messages of this mailbox.
@@ -152,8 +151,9 @@ async def cmd_create(session: Session, command: Command) -> Outcome:
         # RFC 6154 §3: USEATTR when the special-use attribute is not supported.
         raise CommandFailed("unsupported special-use attribute", code="USEATTR")
     special = canonical[uses[0].lower()] if uses else None
-    await session.store.create_mailbox(_account_id(session), name, special_use=special)
-    return Outcome("CREATE completed")
+    created = await session.store.create_mailbox(_account_id(session), name, special_use=special)
+    # RFC 8474 §4.1: the tagged OK of CREATE carries the new mailbox's MAILBOXID.
+    return Outcome("CREATE completed", code=f"MAILBOXID ({mailbox_object_id(created)})")
 
 
 async def cmd_delete(session: Session, command: Command) -> Outcome:
@@ -265,6 +265,13 @@ async def cmd_list(session: Session, command: Command) -> Outcome:
 # -- STATUS ---------------------------------------------------------------------------------------
 
 
+def mailbox_object_id(mailbox: Mailbox) -> str:
+    """RFC 8474 §4 MAILBOXID: "F" and the UIDVALIDITY. UIDVALIDITY comes from one store-wide
+    counter, so no two mailboxes ever share it (not even a deleted and a new one, which a
+    reused row id could), and RENAME keeps it, as §4.1 requires of the MAILBOXID."""
+    return f"F{mailbox.uidvalidity}"
+
+
 async def _recent_count(session: Session, mailbox: Mailbox) -> int:
     """RFC 3501 §6.3.10 STATUS RECENT: messages no session has been told about yet, plus
     those this session holds \\Recent for when the mailbox is selected here."""
@@ -308,6 +315,8 @@ async def _status_response(session: Session, mailbox: Mailbox, items: tuple[str,
             session.condstore = True  # RFC 7162 §3.1: a CONDSTORE-enabling command
             # RFC 7162 §3.1.7: the mailbox's HIGHESTMODSEQ, as SELECT would report it.
             value = b"%d" % max(mailbox.highest_modseq, 1)
+        elif item == "MAILBOXID":
+            value = b"(" + mailbox_object_id(mailbox).encode("ascii") + b")"  # RFC 8474 §4.3
         else:  # APPENDLIMIT (RFC 7889 §3)
             value = b"%d" % session.settings.append_limit
         values.append(item.encode("ascii") + b" " + value)

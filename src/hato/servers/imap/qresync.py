@@ -16,10 +16,9 @@ the queue contains data back to the requested mod-sequence, this data can be ign
 
 from __future__ import annotations
 
-from hato.codec.imap import response
 from hato.codec.imap.commands import Qresync
 from hato.codec.imap.sequence import SequenceSet, format_set
-from hato.servers.imap.selected import Selected
+from hato.servers.imap.selected import Selected, flags_fetch
 from hato.servers.imap.session import Session
 from hato.store.model import ChangeKind
 
@@ -35,7 +34,7 @@ async def expunged_since(
     gone = [
         c.uid for c in changes
         if c.kind is ChangeKind.MESSAGE_EXPUNGED and c.uid is not None
-        and c.uid not in selected.messages
+        and c.uid not in selected
         and (uids is None or uids.contains_uid(c.uid, largest))
     ]
     return sorted(gone)
@@ -59,12 +58,11 @@ async def resync_select(
     gone = await expunged_since(session, selected, modseq=params.modseq, uids=known,
                                 largest=largest)
     vanished_earlier(session, gone)  # §3.2.6: VANISHED (EARLIER) before any FETCH
-    for seq, uid in enumerate(selected.uids, 1):
-        message = selected.messages[uid]
-        if message.modseq <= params.modseq:
+    for index, modseq in enumerate(selected.modseqs):
+        if modseq <= params.modseq:
             continue
+        uid = selected.uids[index]
         if known is not None and not known.contains_uid(uid, largest):
             continue
         # §3.2.5.1: "FETCH responses that MUST contain UIDs" (and MODSEQ, §3.2.4).
-        session.untagged(b"%d FETCH (UID %d FLAGS %s MODSEQ (%d))" % (
-            seq, uid, response.flag_list(selected.flags_of(message)), message.modseq))
+        session.write(flags_fetch(selected, uid, condstore=True))

@@ -9,7 +9,12 @@ MIN/MAX saves only those), RFC 7162 §3.1.5 MODSEQ search key and the (MODSEQ n)
 RFC 5032 OLDER/YOUNGER, RFC 8514 SAVED* keys, RFC 8474 EMAILID/THREADID.
 TEXT and BODY are answered by the store's full-text index (``MailStore.search_text``) when it
 can; the messages it has not indexed, and queries it cannot answer (shorter than three
-characters), are tested here with the same rule (``hato.store.fulltext``).
+characters), are tested here with the same rule (``hato.store.fulltext``). Recent index answers
+are reused for the UIDs they cover (``cache.TextHitsCache``). Header keys decode fields as
+that rule does, so in a big mailbox the index's TEXT answer bounds the messages to test; their
+decoded fields are cached per message (``cache.ContentCache``), and in a small mailbox every
+header block is read once and then served from there. Only header blocks are read for header
+and Date keys.
 
 ``matching`` is also the searching step of SORT and THREAD (``sort.py``, ``thread.py``).
 
@@ -19,7 +24,9 @@ Left out: FUZZY.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime
+from collections.abc import Callable
 
 from hato.codec.imap.commands import (
     Command,
@@ -43,17 +50,20 @@ from hato.codec.imap.commands import (
 )
 from hato.codec.imap.sequence import format_set
 from hato.codec.mime import Part, envelope, parse_message
-from hato.codec.mime.headers import Header, split_headers
 from hato.core.errors import NotFound
+from hato.servers.imap.cache import HEADER_PREFIX
+from hato.servers.imap.fetch import read_blobs
 from hato.servers.imap.outcome import Outcome
 from hato.servers.imap.selected import Selected
 from hato.servers.imap.session import Session
 from hato.store.api import BlobStore
-from hato.store.fulltext import SearchableText, TextHits, TextScope, extract, matches
+from hato.store.fulltext import SearchableText, TextHits, TextScope, extract, fold, matches
 from hato.store.model import Message, canonical_flag
 
+Indexed = dict[KeyText | KeyHeader, TextHits]
 
-def _needs_content(key: SearchKey, indexed: dict[KeyText, TextHits]) -> bool:
+
+def _needs_content(key: SearchKey, indexed: Indexed) -> bool:
     """Must every message be read? (Not for TEXT/BODY keys the index answered.)"""
     if isinstance(key, KeyText):
         return key not in indexed
@@ -70,8 +80,24 @@ def _needs_content(key: SearchKey, indexed: dict[KeyText, TextHits]) -> bool:
     return False
 
 
-def _text_keys(key: SearchKey) -> list[KeyText]:
+def _needs_body(key: SearchKey, indexed: Indexed) -> bool:
+    """Must every message be read whole? (Only for TEXT/BODY keys the index did not answer;
+    header and date keys read the header block alone.)"""
     if isinstance(key, KeyText):
+        return key not in indexed
+    if isinstance(key, KeyNot):
+        return _needs_body(key.key, indexed)
+    if isinstance(key, KeyOr):
+        return _needs_body(key.left, indexed) or _needs_body(key.right, indexed)
+    if isinstance(key, KeyAnd):
+        return any(_needs_body(k, indexed) for k in key.keys)
+    return False
+
+
+def _text_keys(key: SearchKey) -> list[KeyText | KeyHeader]:
+    """The keys the full-text index may answer or bound: TEXT and BODY, and header keys (a
+    header field's decoded text is part of the message's TEXT, ``hato.store.fulltext``)."""
+    if isinstance(key, KeyText | KeyHeader):
         return [key]
     if isinstance(key, KeyNot):
         return _text_keys(key.key)
@@ -82,10 +108,13 @@ def _text_keys(key: SearchKey) -> list[KeyText]:
     return []
 
 
-def _bound(key: SearchKey, indexed: dict[KeyText, TextHits]) -> frozenset[int] | None:
-    """UIDs outside which no message can match ``key``: from index answers to TEXT/BODY keys
-    the whole search requires (alone or under AND); None when there is no such bound."""
-    if isinstance(key, KeyText):
+def _bound(key: SearchKey, indexed: Indexed) -> frozenset[int] | None:
+    """UIDs outside which no message can match ``key``: from index answers to TEXT/BODY and
+    header keys the whole search requires (alone or under AND); None when there is no such
+    bound. A header key matches only where the field's decoded, case-folded text holds the
+    string, and that text is one of the message's TEXT pieces (``_Evaluator._header`` decodes
+    as ``hato.store.fulltext.extract`` does): the TEXT hits bound it."""
+    if isinstance(key, KeyText | KeyHeader):
         hits = indexed.get(key)
         return None if hits is None else hits.uids | hits.unindexed
     if isinstance(key, KeyAnd):
@@ -94,7 +123,26 @@ def _bound(key: SearchKey, indexed: dict[KeyText, TextHits]) -> frozenset[int] |
     return None
 
 
-def _scope(key: KeyText) -> TextScope:
+def _header_names(key: SearchKey) -> set[str]:
+    """The (lower-case) header field names the header keys of ``key`` test."""
+    return {k.name.lower() for k in _text_keys(key) if isinstance(k, KeyHeader)}
+
+
+def _uses_sent_date(key: SearchKey) -> bool:
+    if isinstance(key, KeyDate):
+        return key.field == "sent"
+    if isinstance(key, KeyNot):
+        return _uses_sent_date(key.key)
+    if isinstance(key, KeyOr):
+        return _uses_sent_date(key.left) or _uses_sent_date(key.right)
+    if isinstance(key, KeyAnd):
+        return any(_uses_sent_date(k) for k in key.keys)
+    return False
+
+
+def _scope(key: KeyText | KeyHeader) -> TextScope:
+    if isinstance(key, KeyHeader):
+        return TextScope.TEXT
     return TextScope.BODY if key.body_only else TextScope.TEXT
 
 
@@ -111,26 +159,35 @@ def _uses_modseq(key: SearchKey) -> bool:
 
 
 class _Candidate:
-    def __init__(self, message: Message, seq: int, data: bytes | None) -> None:
+    """One message under test; ``data`` is the whole message, or its header block alone
+    when ``whole`` is False (enough for header and date keys), or None when the content
+    cache was expected to answer (read here after all if it no longer does)."""
+
+    __slots__ = ("_root", "_text", "blobs", "data", "message", "seq", "whole")
+
+    def __init__(self, message: Message, seq: int, data: bytes | None, *, whole: bool,
+                 blobs: BlobStore) -> None:
         self.message = message
         self.seq = seq
         self.data = data
+        self.whole = whole
+        self.blobs = blobs
         self._root: Part | None = None
         self._text: SearchableText | None = None
 
     def root(self) -> Part:
-        assert self.data is not None
+        """The part tree: of the whole message, or of its header block (no body parts)."""
+        if self.data is None:  # a cache entry evicted since the batch was read: one file
+            self.data = read_blobs(self.blobs, [self.message.blob_id], head=True).get(
+                self.message.blob_id)
+            if self.data is None:
+                raise NotFound("message expunged")
         if self._root is None:
             self._root = parse_message(self.data)
         return self._root
 
-    def headers(self) -> tuple[Header, ...]:
-        """The message's own header fields: split without parsing the MIME tree."""
-        if self._root is not None:
-            return self._root.headers
-        return split_headers(self.data or b"", 0).headers
-
     def text(self) -> SearchableText:
+        assert self.whole, "TEXT/BODY tested on a message read whole"
         if self._text is None:
             self._text = extract(self.data or b"", self.root())
         return self._text
@@ -148,51 +205,78 @@ def _compare(day: datetime.date, op: str, date: datetime.date) -> bool:
     return day >= date
 
 
+Predicate = Callable[["_Candidate"], bool]
+
+
 class _Evaluator:
-    def __init__(
-        self, selected: Selected, session: Session, indexed: dict[KeyText, TextHits]
-    ) -> None:
+    def __init__(self, selected: Selected, session: Session, indexed: Indexed) -> None:
         self.indexed = indexed
         self.selected = selected
         self.last_uid = selected.uids[-1] if selected.uids else 0
         self.saved = set(selected.saved)
         self.now = session.clock.now()
+        self.cache = session.content_cache
 
-    def match(self, key: SearchKey, c: _Candidate) -> bool:
-        m = c.message
+    def compile(self, key: SearchKey) -> Predicate:
+        """The test of ``key`` as one function, built once per search (the key tree is not
+        walked again for every message)."""
         if isinstance(key, KeyAll | KeySaveDateSupported):
-            return True
+            return lambda c: True
         if isinstance(key, KeyFlag):
-            return (canonical_flag(key.flag) in m.flags) == key.present
+            flag, present = canonical_flag(key.flag), key.present
+            return lambda c: (flag in c.message.flags) == present
         if isinstance(key, KeyRecent):
             # RFC 3501 §6.4.4 RECENT / OLD: \Recent as this session holds it (recent.py).
-            return (m.uid in self.selected.recent) == key.recent
+            recent, wanted = self.selected.recent, key.recent
+            return lambda c: (c.message.uid in recent) == wanted
         if isinstance(key, KeySize):
-            return m.size > key.size if key.larger else m.size < key.size
+            size = key.size
+            if key.larger:
+                return lambda c: c.message.size > size
+            return lambda c: c.message.size < size
         if isinstance(key, KeySequence):
-            if key.sequence.saved:
-                return m.uid in self.saved
+            sequence = key.sequence
+            if sequence.saved:
+                saved = self.saved
+                return lambda c: c.message.uid in saved
             if key.uid:
-                return key.sequence.contains_uid(m.uid, self.last_uid)
-            return key.sequence.contains_uid(c.seq, self.selected.exists)
+                last = self.last_uid
+                return lambda c: sequence.contains_uid(c.message.uid, last)
+            exists = self.selected.exists
+            return lambda c: sequence.contains_uid(c.seq, exists)
         if isinstance(key, KeyModSeq):
-            return m.modseq >= key.modseq  # RFC 7162 §3.1.5
+            modseq = key.modseq
+            return lambda c: c.message.modseq >= modseq  # RFC 7162 §3.1.5
         if isinstance(key, KeyWithin):
-            age = self.now - m.internal_date  # RFC 5032 §3
-            return age >= key.seconds if key.older else age <= key.seconds
+            now, seconds = self.now, key.seconds  # RFC 5032 §3
+            if key.older:
+                return lambda c: now - c.message.internal_date >= seconds
+            return lambda c: now - c.message.internal_date <= seconds
         if isinstance(key, KeyObjectId):
-            return key.kind == "EMAILID" and key.value == f"M{m.email_id}"
+            # RFC 8474 §6: EMAILID / THREADID match the object's id exactly.
+            value = key.value
+            if key.kind == "EMAILID":
+                return lambda c: value == f"M{c.message.email_id}"
+            return lambda c: bool(c.message.thread_id) and value == f"T{c.message.thread_id}"
         if isinstance(key, KeyDate):
-            return _compare(self._date_of(key.field, c), key.op, key.date)
+            date_key = key
+            return lambda c: _compare(self._date_of(date_key.field, c), date_key.op,
+                                      date_key.date)
         if isinstance(key, KeyHeader):
-            return self._header(key, c)
+            header_key = key
+            return lambda c: self._header(header_key, c)
         if isinstance(key, KeyText):
-            return self._text(key, c)
+            return self._text(key)
         if isinstance(key, KeyNot):
-            return not self.match(key.key, c)
+            inner = self.compile(key.key)
+            return lambda c: not inner(c)
         if isinstance(key, KeyOr):
-            return self.match(key.left, c) or self.match(key.right, c)
-        return all(self.match(k, c) for k in key.keys)
+            left, right = self.compile(key.left), self.compile(key.right)
+            return lambda c: left(c) or right(c)
+        tests = [self.compile(k) for k in key.keys]
+        if len(tests) == 1:
+            return tests[0]
+        return lambda c: all(test(c) for test in tests)
 
     def _date_of(self, field: str, c: _Candidate) -> datetime.date:
         if field == "internal":
@@ -204,69 +288,133 @@ class _Evaluator:
         return sent.date() if sent is not None else _day(c.message.internal_date)
 
     def _header(self, key: KeyHeader, c: _Candidate) -> bool:
-        needle = key.value.casefold()
+        needle = fold(key.value)
         name = key.name.lower()  # RFC 5322 §1.2.2: field names are case-insensitive
-        return any(needle in f.text().casefold() for f in c.headers() if f.key == name)
+        values = self.cache.get_texts(c.message.blob_id, HEADER_PREFIX + name)
+        if values is None:
+            root = c.root()
+            # Decoded as the searchable text is (``fulltext.extract``): RFC 2047 words, and
+            # raw 8-bit text in the charset the message declares.
+            charset = root.param("charset")
+            values = tuple(f.text(fallback_charset=charset).casefold()
+                           for f in root.headers if f.key == name)
+            self.cache.put(c.message.blob_id, HEADER_PREFIX + name, values)
+        return any(needle in value for value in values)
 
-    def _text(self, key: KeyText, c: _Candidate) -> bool:
+    def _text(self, key: KeyText) -> Predicate:
         # RFC 9051 §6.4.4 TEXT / BODY: the index's answer, else the same test on the message.
         hits = self.indexed.get(key)
-        if hits is not None and c.message.uid not in hits.unindexed:
-            return c.message.uid in hits.uids
-        return matches(c.text(), key.value, scope=_scope(key))
+        value, scope = key.value, _scope(key)
+        if hits is None:
+            return lambda c: matches(c.text(), value, scope=scope)
+        found, unindexed = hits.uids, hits.unindexed
+
+        def test(c: _Candidate) -> bool:
+            uid = c.message.uid
+            if uid not in unindexed:
+                return uid in found
+            return matches(c.text(), value, scope=scope)
+
+        return test
+
+
+async def _search_text(
+    session: Session, selected: Selected, key: KeyText | KeyHeader
+) -> TextHits | None:
+    """The index's answer for ``key``: from the shared cache while at most ``TEXT_REFRESH``
+    messages arrived since it was asked (those are then tested here, as unindexed ones are),
+    else asked again."""
+    cache = session.content_cache.text_hits
+    scope = _scope(key)
+    cache_key = (selected.mailbox_id, selected.uidvalidity, key.value, scope.value)
+    uids = selected.uids
+    entry = cache.get(cache_key)
+    if entry is not None:
+        watermark, hits = entry
+        newer = uids[bisect.bisect_right(uids, watermark) :]
+        if len(newer) <= TEXT_REFRESH:
+            return TextHits(hits.uids, hits.unindexed | frozenset(newer)) if newer else hits
+    # Every message up to the view's last UID was committed before the index is asked.
+    watermark = uids[-1] if uids else 0
+    fresh = await session.store.search_text(selected.mailbox_id, key.value, scope=scope)
+    if fresh is not None:
+        cache.put(cache_key, watermark, fresh)
+    return fresh
 
 
 async def matching(session: Session, selected: Selected, search: SearchKey) -> list[Message]:
     """The messages of the view that match ``search``, in sequence order (SEARCH, and the
     searching step of SORT and THREAD, RFC 5256 §3)."""
-    indexed: dict[KeyText, TextHits] = {}
+    indexed: Indexed = {}
     for key in _text_keys(search):
+        if isinstance(key, KeyHeader) and selected.exists <= INDEX_HEADERS_ABOVE:
+            continue  # a small mailbox: its decoded fields come from the content cache
         if key not in indexed:
-            hits = await session.store.search_text(selected.mailbox_id, key.value,
-                                                   scope=_scope(key))
+            hits = await _search_text(session, selected, key)
             if hits is not None:
                 indexed[key] = hits
-    scan = frozenset[int]().union(*(hits.unindexed for hits in indexed.values()))
+    # Messages the index has no text for are tested here: read whole for TEXT/BODY.
+    scan = frozenset[int]().union(
+        *(hits.unindexed for key, hits in indexed.items() if isinstance(key, KeyText)))
+    whole = _needs_body(search, indexed)
     bound = _bound(search, indexed)
     if bound is None:
         listed = await session.store.list_messages(selected.mailbox_id)
     else:  # only the index's candidates need their metadata read
         listed = await session.store.get_messages(selected.mailbox_id, sorted(bound))
     messages = {m.uid: m for m in listed}
-    evaluator = _Evaluator(selected, session, indexed)
+    test = _Evaluator(selected, session, indexed).compile(search)
     content = _needs_content(search, indexed)
+    # Header keys alone need the message: those whose fields are cached need no read.
+    cached_fields = [] if whole or _uses_sent_date(search) else [
+        HEADER_PREFIX + name for name in _header_names(search)]
+    cache = session.content_cache
+    blobs = session.store.blobs
+
+    def head_needed(m: Message) -> bool:
+        if not content or m.uid in scan:
+            return False
+        return not cached_fields or any(cache.get(m.blob_id, f) is None for f in cached_fields)
+
     matched: list[Message] = []
     # Messages expunged elsewhere but not yet announced are not in ``messages``: skipped.
     view = [(seq, messages[uid]) for seq, uid in enumerate(selected.uids, 1) if uid in messages]
     for start in range(0, len(view), _READ_BATCH):
         batch = view[start : start + _READ_BATCH]
-        wanted = [m.blob_id for _, m in batch if content or m.uid in scan]
-        bodies: dict[str, bytes] = {}
-        if wanted:
-            bodies = await asyncio.to_thread(_read_bodies, session.store.blobs, wanted)
+        heads = [] if whole else [m.blob_id for _, m in batch if head_needed(m)]
+        bodies = [m.blob_id for _, m in batch if whole or m.uid in scan]
+        asked = set(heads)
+        read: dict[str, bytes] = {}
+        read_whole: dict[str, bytes] = {}
+        if heads or bodies:
+            read, read_whole = await asyncio.to_thread(
+                _read_all, session.store.blobs, heads, bodies)
         for seq, message in batch:
-            data = None
-            if content or message.uid in scan:
-                data = bodies.get(message.blob_id)
-                if data is None:
-                    continue  # its body went with an expunge that just committed
-            if evaluator.match(search, _Candidate(message, seq, data)):
-                matched.append(message)
+            full = whole or message.uid in scan
+            data = (read_whole if full else read).get(message.blob_id)
+            if data is None and (full or message.blob_id in asked):
+                continue  # its body went with an expunge that just committed
+            try:
+                if test(_Candidate(message, seq, data, whole=full, blobs=blobs)):
+                    matched.append(message)
+            except (NotFound, FileNotFoundError):
+                continue  # expunged while we were searching
     return matched
 
 
 _READ_BATCH = 256  # message bodies read per worker-thread hop
+# Header keys are bounded by the full-text index only in mailboxes bigger than this; in a
+# smaller one every header block is read once and its decoded fields are cached, which
+# beats an index query (over every mailbox of the store) from the second search on.
+INDEX_HEADERS_ABOVE = 4096
+TEXT_REFRESH = 32  # messages newer than a cached index answer tested here before asking again
 
 
-def _read_bodies(blobs: BlobStore, blob_ids: list[str]) -> dict[str, bytes]:
-    bodies: dict[str, bytes] = {}
-    for blob_id in blob_ids:
-        if blob_id not in bodies:
-            try:
-                bodies[blob_id] = blobs.read(blob_id)
-            except (NotFound, FileNotFoundError):
-                continue
-    return bodies
+def _read_all(
+    blobs: BlobStore, heads: list[str], bodies: list[str]
+) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """Header blocks of ``heads`` and whole bodies of ``bodies``: one worker-thread hop."""
+    return read_blobs(blobs, heads, head=True), read_blobs(blobs, bodies, head=False)
 
 
 async def cmd_search(session: Session, command: Command) -> Outcome:

@@ -21,15 +21,16 @@ Left out: nothing of the above.
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from hato.codec.imap import response
-from hato.codec.imap.sequence import SequenceSet, SequenceSetError, format_set
+from hato.codec.imap.sequence import STAR, SequenceSet, SequenceSetError, format_set
 from hato.servers.imap.outcome import CommandFailed
 from hato.servers.imap.recent import RecentClaims
 from hato.store.api import MailStore
-from hato.store.model import ChangeKind, Mailbox, Message
+from hato.store.model import SEEN, SYSTEM_FLAGS, ChangeKind, Mailbox, Message
 
 RECENT = "\\Recent"
 
@@ -38,18 +39,53 @@ class MailboxGone(Exception):
     """The selected mailbox was deleted by another session."""
 
 
-@dataclass(slots=True)
+class FlagSets:
+    """The distinct flag sets of one view, each stored once and named by its index; with the
+    rendered flag list of each (RFC 9051 §7.5.2 FLAGS) cached on first use."""
+
+    __slots__ = ("_ids", "_rendered", "sets")
+
+    def __init__(self, sets: Iterable[frozenset[str]] = ()) -> None:
+        self.sets: list[frozenset[str]] = list(sets)
+        self._ids = {flags: i for i, flags in enumerate(self.sets)}
+        self._rendered: dict[tuple[int, bool], bytes] = {}
+
+    def id_of(self, flags: frozenset[str]) -> int:
+        index = self._ids.get(flags)
+        if index is None:
+            index = self._ids[flags] = len(self.sets)
+            self.sets.append(flags)
+        return index
+
+    def rendered(self, index: int, *, recent: bool) -> bytes:
+        """``(\\Seen ...)``, with \\Recent appended when ``recent`` (RFC 3501 §2.3.2)."""
+        key = (index, recent)
+        text = self._rendered.get(key)
+        if text is None:
+            flags = response.sorted_flags(self.sets[index])
+            if recent:
+                flags.append(RECENT)
+            text = self._rendered[key] = response.flag_list(flags)
+        return text
+
+
+@dataclass(slots=True, eq=False)
 class Selected:
-    """What one session knows of its selected mailbox: UIDs in sequence order, each message
-    as last reported to the client, and the account MODSEQ the view is current to."""
+    """What one session knows of its selected mailbox: UIDs in sequence order, each message's
+    MODSEQ and flags as last reported to the client, and the account MODSEQ the view is
+    current to. Kept as parallel arrays (4 + 8 + 4 bytes a message) with the distinct flag
+    sets in ``flag_sets``: no object per message, so an idle session on a big mailbox is
+    small."""
 
     mailbox_id: int
     name: str
     uidvalidity: int
     read_only: bool
-    uids: list[int]
-    messages: dict[int, Message]
+    uids: array[int]  # ascending; position + 1 is the message sequence number
     modseq: int  # account MODSEQ the view is current to (the change-log watermark)
+    modseqs: array[int] = field(default_factory=lambda: array("Q"))
+    flag_ids: array[int] = field(default_factory=lambda: array("I"))
+    flag_sets: FlagSets = field(default_factory=FlagSets)
     pending_expunge: set[int] = field(default_factory=set)
     saved: list[int] = field(default_factory=list)  # RFC 5182 SEARCHRES "$" (UIDs)
     highest: int = 0  # RFC 7162 §3.1.2.1 per-mailbox HIGHESTMODSEQ known to the client
@@ -67,6 +103,49 @@ class Selected:
             return max(min(min(self.expunge_modseq.values()) - 1, self.highest), 1)
         return max(self.highest, 1)
 
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    # -- lookups ---------------------------------------------------------------------------
+    def index(self, uid: int) -> int:
+        """Position of ``uid`` in the view, or -1 when it is not there."""
+        uids = self.uids
+        i = bisect.bisect_left(uids, uid)
+        return i if i < len(uids) and uids[i] == uid else -1
+
+    def __contains__(self, uid: int) -> bool:
+        return self.index(uid) >= 0
+
+    def seq_of(self, uid: int) -> int:
+        """1-based sequence number of ``uid`` (which must be in the view)."""
+        return bisect.bisect_left(self.uids, uid) + 1
+
+    def flags(self, uid: int) -> frozenset[str]:
+        """The flags of ``uid`` (in the view) as last reported."""
+        return self.flag_sets.sets[self.flag_ids[self.index(uid)]]
+
+    def modseq_of(self, uid: int) -> int:
+        """The MODSEQ of ``uid`` (in the view) as last reported."""
+        return self.modseqs[self.index(uid)]
+
+    def uidnext_hint(self) -> int:
+        return (self.uids[-1] + 1) if self.uids else 1
+
+    def keywords(self) -> list[str]:
+        """The keywords set on some message of the view (RFC 9051 §7.3.5 FLAGS), sorted."""
+        sets = self.flag_sets.sets
+        used = {flag for i in set(self.flag_ids) for flag in sets[i]}
+        return sorted(used - set(SYSTEM_FLAGS))
+
+    def first_unseen(self) -> int | None:
+        """Sequence number of the first message without \\Seen (RFC 3501 §7.1 UNSEEN)."""
+        present = set(self.flag_ids)
+        firsts = [self.flag_ids.index(i) for i, flags in enumerate(self.flag_sets.sets)
+                  if SEEN not in flags and i in present]  # array.index: a C-level scan
+        return min(firsts) + 1 if firsts else None
+
+    # -- rendering -------------------------------------------------------------------------
     def flags_of(self, message: Message) -> list[str]:
         """The flags to show (RFC 3501 §2.3.2: plus \\Recent for IMAP4rev1 sessions)."""
         flags = response.sorted_flags(message.flags)
@@ -74,26 +153,36 @@ class Selected:
             flags.append(RECENT)
         return flags
 
-    @property
-    def exists(self) -> int:
-        return len(self.uids)
+    def flag_bytes(self, uid: int, flags: frozenset[str]) -> bytes:
+        """The rendered FLAGS list of ``flags`` for ``uid`` (with \\Recent when due)."""
+        return self.flag_sets.rendered(self.flag_sets.id_of(flags),
+                                       recent=self.legacy and uid in self.recent)
 
-    def seq_of(self, uid: int) -> int:
-        """1-based sequence number of ``uid`` (which must be in the view)."""
-        return bisect.bisect_left(self.uids, uid) + 1
-
-    def uidnext_hint(self) -> int:
-        return (self.uids[-1] + 1) if self.uids else 1
+    # -- changes ---------------------------------------------------------------------------
+    def record(self, uid: int, flags: frozenset[str], modseq: int) -> bool:
+        """Note ``uid``'s flags and MODSEQ as now reported; False if it is not in the view."""
+        i = self.index(uid)
+        if i < 0:
+            return False
+        self.flag_ids[i] = self.flag_sets.id_of(flags)
+        self.modseqs[i] = modseq
+        return True
 
     def remember(self, message: Message) -> None:
-        if message.uid in self.messages:
-            self.messages[message.uid] = message
+        self.record(message.uid, message.flags, message.modseq)
+
+    def add(self, message: Message) -> None:
+        """Append a new message (its UID is above every UID of the view)."""
+        self.uids.append(message.uid)
+        self.modseqs.append(message.modseq)
+        self.flag_ids.append(self.flag_sets.id_of(message.flags))
 
     def remove(self, uid: int) -> int:
         """Drop ``uid`` from the view; return the sequence number it had."""
         index = bisect.bisect_left(self.uids, uid)
         del self.uids[index]
-        self.messages.pop(uid, None)
+        del self.modseqs[index]
+        del self.flag_ids[index]
         self.pending_expunge.discard(uid)
         self.expunge_modseq.pop(uid, None)
         self.recent.discard(uid)
@@ -105,7 +194,7 @@ class Selected:
         """Remove ``uids`` (those in the view) and tell the client: one ``VANISHED uid-set``
         once QRESYNC is enabled (RFC 7162 §3.2.10.2: only UIDs the client knows), else an
         EXPUNGE per message, highest sequence number first (RFC 9051 §7.5.1)."""
-        gone = sorted(set(uids) & set(self.messages), reverse=True)
+        gone = sorted({u for u in uids if u in self}, reverse=True)
         if not gone:
             return
         if vanished:
@@ -126,25 +215,29 @@ async def open_selected(
     claims: RecentClaims | None = None,
     legacy: bool = True,
 ) -> Selected:
-    # The account MODSEQ is read first, then the mailbox's own HIGHESTMODSEQ, then the
-    # message list: a change in between is seen twice (and de-duplicated by ``sync``), never
-    # missed, and every change up to the reported HIGHESTMODSEQ is in the list (RFC 7162
-    # §3.1.2.1, so a QRESYNC client caching it loses nothing).
-    modseq = await store.highest_modseq(mailbox.account_id)
-    current = await store.get_mailbox_by_id(mailbox.id) or mailbox
-    messages = await store.list_messages(mailbox.id)
-    uids = [m.uid for m in messages]
+    # The account MODSEQ, the mailbox's own HIGHESTMODSEQ and the message list are read in
+    # one transaction: every change up to the reported HIGHESTMODSEQ is in the list (RFC 7162
+    # §3.1.2.1, so a QRESYNC client caching it loses nothing), and ``sync`` picks up every
+    # change after the account MODSEQ.
+    snapshot = await store.snapshot_mailbox(mailbox.id)
+    uids = snapshot.uids
     key = (mailbox.id, mailbox.uidvalidity)
-    recent = claims.claim(key, uids, read_only=read_only) if claims is not None else set()
+    recent: set[int] = set()
+    if claims is not None:
+        # Only UIDs above the claimed high-water mark can be \Recent (``recent.py``).
+        fresh = uids[bisect.bisect_right(uids, claims.high_water(key)) :]
+        recent = claims.claim(key, fresh, read_only=read_only)
     return Selected(
         mailbox_id=mailbox.id,
         name=display_name,
         uidvalidity=mailbox.uidvalidity,
         read_only=read_only,
         uids=uids,
-        messages={m.uid: m for m in messages},
-        modseq=modseq,
-        highest=current.highest_modseq,
+        modseqs=snapshot.modseqs,
+        flag_ids=snapshot.flag_ids,
+        flag_sets=FlagSets(snapshot.flag_sets),
+        modseq=snapshot.account_modseq,
+        highest=snapshot.mailbox.highest_modseq,
         recent=recent,
         legacy=legacy,
         claims=claims,
@@ -174,7 +267,7 @@ async def sync(
         if change.uid is None:
             continue
         if change.kind is ChangeKind.MESSAGE_EXPUNGED:
-            if change.uid in selected.messages:
+            if change.uid in selected:
                 selected.pending_expunge.add(change.uid)
                 selected.expunge_modseq[change.uid] = change.modseq
         else:
@@ -183,23 +276,23 @@ async def sync(
     added: list[int] = []
     if fetch:
         for message in await store.get_messages(selected.mailbox_id, sorted(set(fetch))):
-            known = selected.messages.get(message.uid)
-            if known is None:
+            index = selected.index(message.uid)
+            if index < 0:
                 # Only UIDs above the view's last are new; the store assigns UIDs in commit
                 # order, so anything else was already expunged again.
                 if message.uid > last:
-                    selected.uids.append(message.uid)
-                    selected.messages[message.uid] = message
+                    selected.add(message)
                     last = message.uid
                     added.append(message.uid)
                 continue
             if message.uid in selected.pending_expunge:
                 continue
-            if known.flags != message.flags or (condstore and known.modseq != message.modseq):
-                selected.messages[message.uid] = message
-                write(flags_fetch(selected, message, condstore=condstore))
-            else:
-                selected.messages[message.uid] = message
+            known = selected.flag_sets.sets[selected.flag_ids[index]]
+            report = known != message.flags or (
+                condstore and selected.modseqs[index] != message.modseq)
+            selected.record(message.uid, message.flags, message.modseq)
+            if report:
+                write(flags_fetch(selected, message.uid, condstore=condstore))
     if allow_expunge and selected.pending_expunge:
         selected.announce_expunged(list(selected.pending_expunge), vanished=qresync, write=write)
     if added:
@@ -212,14 +305,14 @@ async def sync(
             write(response.untagged(b"%d RECENT" % len(selected.recent)))
 
 
-def flags_fetch(selected: Selected, message: Message, *, condstore: bool) -> bytes:
-    """``* n FETCH (UID u FLAGS (...) [MODSEQ (m)])`` for a flag change."""
-    body = b"%d FETCH (UID %d FLAGS %s" % (
-        selected.seq_of(message.uid), message.uid,
-        response.flag_list(selected.flags_of(message)),
-    )
+def flags_fetch(selected: Selected, uid: int, *, condstore: bool) -> bytes:
+    """``* n FETCH (UID u FLAGS (...) [MODSEQ (m)])`` for ``uid`` as the view now holds it."""
+    index = selected.index(uid)
+    flags = selected.flag_sets.rendered(selected.flag_ids[index],
+                                        recent=selected.legacy and uid in selected.recent)
+    body = b"%d FETCH (UID %d FLAGS %s" % (index + 1, uid, flags)
     if condstore:
-        body += b" MODSEQ (%d)" % message.modseq
+        body += b" MODSEQ (%d)" % selected.modseqs[index]
     return response.untagged(body + b")")
 
 
@@ -229,12 +322,19 @@ def resolve(selected: Selected, sequence: SequenceSet, *, uid: bool) -> list[int
     RFC 5182 §2.1: "$" is the saved search result; RFC 9051 §9 seq-number: a message
     sequence number beyond the view (or "*" in an empty mailbox) is a BAD command."""
     if sequence.saved:
-        present = set(selected.uids)
-        return [u for u in selected.saved if u in present]
+        return [u for u in selected.saved if u in selected]
+    uids = selected.uids
     if uid:
-        return sequence.resolve_uids(selected.uids)
+        if len(sequence.ranges) == 1 and uids:
+            # One range (the common case): a slice of the view, no set or sort.
+            low, high = sequence.ranges[0]
+            low = uids[-1] if low == STAR else low
+            high = uids[-1] if high == STAR else high
+            low, high = min(low, high), max(low, high)
+            return uids[bisect.bisect_left(uids, low) : bisect.bisect_right(uids, high)].tolist()
+        return sequence.resolve_uids(uids)
     try:
         numbers = sequence.resolve_numbers(selected.exists)
     except SequenceSetError:
         raise CommandFailed("message sequence number out of range", bad=True) from None
-    return [selected.uids[n - 1] for n in numbers]
+    return [uids[n - 1] for n in numbers]

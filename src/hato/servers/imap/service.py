@@ -9,6 +9,18 @@ Left out: the PROXY protocol, per-IP connection limits (``max_connections`` is g
 Security: TLS contexts come from ``hato.servers.tls.server_context`` (TLS 1.2+); bytes
 received before a STARTTLS handshake are dropped from every buffer (the framer's and the
 stream reader's), so nothing sent in the clear is taken as sent under TLS.
+
+STARTTLS connections get no TLS 1.3 session tickets (RFC 8446 §4.6.1: the server MAY send
+them, so zero is allowed). Tickets are the only bytes a server sends after the handshake and
+before the client's first command, and a client that reads and writes one TLS connection from
+two threads at once (imaplib2, used by offlineimap: a reader thread in SSL_read beside a writer
+thread in SSL_write; OpenSSL objects are not thread-safe) was then processing the tickets in
+its reader while its writer sent the CAPABILITY that follows STARTTLS: about one connection in
+500 under load, the command never left the client (the server saw the handshake end and then
+nothing until the client gave up) or failed with SSL UNEXPECTED_MESSAGE; with no tickets, none
+in 3,000 (``tests/imap/test_imap_starttls_stress.py``). Implicit TLS keeps its tickets: there the
+greeting comes after them, so a client reads both before it first writes. The cost: no
+resumption of TLS 1.3 sessions on port 143.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from hato.core.clock import Clock, SystemClock
 from hato.core.errors import ListenError
 from hato.policy.authn import Authenticator
 from hato.servers.base import Listener, TlsMode
+from hato.servers.imap.cache import ContentCache
 from hato.servers.imap.dispatch import HANDLERS
 from hato.servers.imap.recent import RecentClaims
 from hato.servers.imap.session import Session
@@ -76,11 +89,16 @@ class ImapService:
         self.authenticator = authenticator
         self.clock = clock or SystemClock()
         self._tls: ssl.SSLContext | None = None
+        self._starttls: ssl.SSLContext | None = None
         if settings.cert_file is not None and settings.key_file is not None:
             self._tls = server_context(settings.cert_file, settings.key_file)
+            # No session tickets after a STARTTLS handshake (module docstring).
+            self._starttls = server_context(settings.cert_file, settings.key_file)
+            self._starttls.num_tickets = 0
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[object]] = set()
         self.recent = RecentClaims()  # RFC 3501 §2.3.2 \Recent, shared by all sessions
+        self.content_cache = ContentCache()  # rendered ENVELOPE/BODYSTRUCTURE, shared too
         self.bound: list[tuple[Listener, tuple[str, int]]] = []
 
     async def start(self) -> None:
@@ -128,8 +146,9 @@ class ImapService:
                 settings=self.settings, store=self.store, authenticator=self.authenticator,
                 stream=_StreamAdapter(reader, writer), remote_ip=remote_ip,
                 secure=listener.tls is TlsMode.IMPLICIT,
-                tls_context=self._tls if listener.tls is TlsMode.STARTTLS else None,
+                tls_context=self._starttls if listener.tls is TlsMode.STARTTLS else None,
                 clock=self.clock, handlers=HANDLERS, recent=self.recent,
+                content_cache=self.content_cache,
             )
             await session.run()
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:

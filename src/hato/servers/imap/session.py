@@ -51,6 +51,7 @@ from hato.core.errors import (
     StoreError,
 )
 from hato.policy.authn import Authenticator
+from hato.servers.imap.cache import ContentCache
 from hato.servers.imap.outcome import CommandFailed, Outcome
 from hato.servers.imap.recent import RecentClaims
 from hato.servers.imap.selected import MailboxGone, Selected, sync
@@ -87,6 +88,7 @@ class Session:
         clock: Clock,
         handlers: Mapping[str, Handler],
         recent: RecentClaims | None = None,
+        content_cache: ContentCache | None = None,
     ) -> None:
         self.settings = settings
         self.handlers = handlers
@@ -106,6 +108,8 @@ class Session:
         self.utf8 = False  # RFC 6855 §3: after ENABLE UTF8=ACCEPT
         self.compressed = False  # RFC 4978: COMPRESS DEFLATE is active
         self.recent = recent if recent is not None else RecentClaims()
+        # Rendered ENVELOPE/BODYSTRUCTURE by blob id, shared by the service's sessions.
+        self.content_cache = content_cache if content_cache is not None else ContentCache()
         self.framer = self._new_framer()
         self._out: list[bytes] = []
 

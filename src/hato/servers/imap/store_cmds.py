@@ -64,21 +64,20 @@ async def cmd_store(session: Session, command: Command) -> Outcome:
     update = await session.store.update_flags(
         selected.mailbox_id, uids, flags, op=_OPS[args.mode], unchanged_since=args.unchanged_since
     )
-    changed = {m.uid: m for m in update.updated}
+    changed = {m.uid for m in update.updated}
     for message in update.updated:
         selected.remember(message)
     refused = set(update.modified)
     for uid in uids:
-        if uid in refused or uid not in selected.messages:
+        if uid in refused or uid not in selected:
             continue
-        message = selected.messages[uid]
         if uid in changed and args.unchanged_since is not None and args.silent:
             # RFC 7162 §3.1.3: a FETCH with MODSEQ even for .SILENT.
             session.untagged(b"%d FETCH (UID %d MODSEQ (%d))" % (
-                selected.seq_of(uid), uid, message.modseq))
+                selected.seq_of(uid), uid, selected.modseq_of(uid)))
         elif not args.silent:
             # RFC 9051 §6.4.6: the new flags of every message named (changed or not).
-            session.write(flags_fetch(selected, message, condstore=session.condstore))
+            session.write(flags_fetch(selected, uid, condstore=session.condstore))
     if refused:
         # RFC 7162 §3.1.3: MODIFIED names the messages that failed the UNCHANGEDSINCE test.
         numbers = sorted(refused) if command.uid else [selected.seq_of(u) for u in refused]

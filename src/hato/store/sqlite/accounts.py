@@ -21,12 +21,12 @@ from typing import Any
 from hato.core.address import Address, normalize_domain
 from hato.core.errors import AddressError, AlreadyExists, Conflict, NotFound, UsageError
 from hato.store.model import DEFAULT_MAILBOXES, Account, Alias, Credentials, Domain
-from hato.store.sqlite import mailboxes
+from hato.store.sqlite import mailboxes, threadids
 from hato.store.sqlite.db import Unit
 
 _ACCOUNT_COLUMNS = (
     "id, address, domain, password_hash, scram_sha256, quota_bytes, enabled, used_bytes, "
-    "message_count"
+    "message_count, scram_sha1"
 )
 
 
@@ -47,7 +47,7 @@ def _account(row: Sequence[Any]) -> Account:
         id=int(row[0]),
         address=row[1],
         domain=row[2],
-        credentials=Credentials(password_hash=row[3], scram_sha256=row[4]),
+        credentials=Credentials(password_hash=row[3], scram_sha256=row[4], scram_sha1=row[9]),
         quota_bytes=row[5],
         enabled=bool(row[6]),
         used_bytes=int(row[7]),
@@ -116,9 +116,16 @@ def add_account(
         raise NotFound(f"domain {domain} of {key} does not exist")
     try:
         cursor = conn.execute(
-            "INSERT INTO accounts (address, domain, password_hash, scram_sha256, quota_bytes) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (key, domain, credentials.password_hash, credentials.scram_sha256, quota_bytes),
+            "INSERT INTO accounts (address, domain, password_hash, scram_sha256, scram_sha1, "
+            "quota_bytes) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                domain,
+                credentials.password_hash,
+                credentials.scram_sha256,
+                credentials.scram_sha1,
+                quota_bytes,
+            ),
         )
     except sqlite3.IntegrityError:
         raise AlreadyExists(f"account {key} already exists") from None
@@ -169,8 +176,13 @@ def _account_id(unit: Unit, address: str) -> int:
 def set_credentials(unit: Unit, address: str, credentials: Credentials) -> None:
     account_id = _account_id(unit, address)
     unit.conn.execute(
-        "UPDATE accounts SET password_hash = ?, scram_sha256 = ? WHERE id = ?",
-        (credentials.password_hash, credentials.scram_sha256, account_id),
+        "UPDATE accounts SET password_hash = ?, scram_sha256 = ?, scram_sha1 = ? WHERE id = ?",
+        (
+            credentials.password_hash,
+            credentials.scram_sha256,
+            credentials.scram_sha1,
+            account_id,
+        ),
     )
 
 
@@ -198,6 +210,7 @@ def _delete_account(unit: Unit, account_id: int) -> None:
         mailboxes.drop_messages(unit, mailbox_id)
     conn.execute("DELETE FROM mailboxes WHERE account_id = ?", (account_id,))
     conn.execute("DELETE FROM changes WHERE account_id = ?", (account_id,))
+    threadids.forget_account(conn, account_id)
     conn.execute("DELETE FROM accounts WHERE id = ?", (account_id,))
 
 
@@ -261,3 +274,9 @@ def remove_alias(unit: Unit, source: str) -> None:
     cursor = unit.conn.execute("DELETE FROM aliases WHERE source = ?", (key,))
     if cursor.rowcount == 0:
         raise NotFound(f"alias {key} does not exist")
+
+
+def migrate_scram_sha1(conn: sqlite3.Connection) -> None:
+    """Schema version 10: SCRAM-SHA-1 keys (RFC 5804 §2.1 makes the mechanism a MUST for
+    ManageSieve). Existing accounts get theirs at their next password login."""
+    conn.execute("ALTER TABLE accounts ADD COLUMN scram_sha1 TEXT")

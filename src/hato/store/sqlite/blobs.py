@@ -16,14 +16,18 @@ incrementally; ``commit`` renames the file to ``blobs/new/<sha256>``. Two ways t
   ``blobs/new/`` (``dirsync.DirSync``: writers committing at the same moment share one).
 
 When the same content is already stored (in ``new/`` or at its address), nothing is renamed
-and the temp file is removed.
+and the temp file is removed. A small body is kept in memory by its writer and never
+written by it: its commit does no I/O at all, so the SMTP session runs it on the event loop
+(``FileBlobWriter.quick``) instead of paying a thread hop per message; readers get it from
+memory (``open``) until the janitor has written its file.
 
-After the commit of a unit that refers to a blob, the *janitor* thread moves it from ``new/``
-to its address: fsync of the data of a pending body (many in parallel), hard link, fsync of
-the fan-out directories (once per round, for every blob of the round), then the journal row
-may go (the store deletes it in a later transaction) and the ``new/`` name is unlinked (a
-little later, so that a reader that just looked the blob up still finds it there). At every
-moment a referenced blob has at least one durable copy: its journal row or a durable name.
+After the commit of a unit that refers to a blob, the *janitor* thread (``janitor.py``)
+moves it from ``new/`` to its address: fsync of the data of a pending body (many in
+parallel), hard link, fsync of the fan-out directories (once per round, for every blob of
+the round), then the journal row may go (the store deletes it in a later transaction) and
+the ``new/`` name is unlinked (a little later, so that a reader that just looked the blob up
+still finds it there). At every moment a referenced blob has at least one durable copy: its
+journal row or a durable name.
 
 Because ``new/`` only ever holds blobs in flight and blobs waiting for the janitor, the
 start-up sweep (``recover``) is O(blobs in flight at a crash): journalled bodies are written
@@ -53,12 +57,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import io
 import logging
 import os
 import re
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +73,7 @@ from hato.core.errors import NotFound, StoreError
 from hato.core.log import event
 from hato.store.model import BlobRef
 from hato.store.sqlite.dirsync import DirSync, fsync_dir, sync_data
-from hato.store.sqlite.textindex import TextCache
+from hato.store.sqlite.janitor import Cleared, Dirs, Janitor
 
 __all__ = ["PIN_TTL", "FileBlobStore", "FileBlobWriter", "fsync_dir"]
 
@@ -78,15 +82,10 @@ _MARKER = re.compile(r"([0-9a-f]{64})\.[0-9a-f]+\.pending")  # earlier Hato vers
 _CHUNK = 1 << 16
 NEW_DIR = "new"
 PIN_TTL = 3600.0  # seconds a committed blob waits for a unit that stores it
-UNLINK_DELAY = 2.0  # seconds a moved blob keeps its new/ name (readers that just found it)
-ROUND_INTERVAL = 0.1  # seconds between janitor rounds: lets a round gather many blobs
 INLINE_MAX = 256 * 1024  # octets: bodies up to this size are journalled in the database
 INLINE_BUDGET = 64 << 20  # octets of pending bodies in memory; beyond, writers fsync
-SYNC_THREADS = 16  # parallel data fsyncs of the janitor (the disk merges their journals)
 
 Referenced = Callable[[str], bool]
-Cleared = Callable[[set[str]], None]
-Dirs = set[str]  # directories whose entries changed (to fsync)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +126,7 @@ class FileBlobStore:
         self._bodies: dict[str, bytes] = {}
         self._body_bytes = 0
         self._materialized: set[str] = set()  # durable now: their journal rows can go
-        self._janitor = _Janitor(self)
-        # Searchable text extracted by writers, until a unit stores it (textindex.py).
-        self.texts = TextCache()
+        self._janitor = Janitor(self)
 
     # -- paths -------------------------------------------------------------------------------
     def address(self, blob_id: str) -> Path:
@@ -159,8 +156,13 @@ class FileBlobStore:
         return FileBlobWriter(self)
 
     def open(self, blob_id: str) -> BinaryIO:
-        # new/ first: the janitor links the address before it unlinks the new/ name, so a
-        # miss in new/ followed by a miss at the address means the blob is gone.
+        # A pending body first: the janitor writes its file (and links its address) before
+        # it drops the body from memory. Then new/: the janitor links the address before it
+        # unlinks the new/ name, so a miss in new/ followed by a miss at the address means
+        # the blob is gone.
+        body = self._bodies.get(_checked(blob_id))  # one dict read: atomic, no lock needed
+        if body is not None:
+            return io.BytesIO(body)
         for path in (self._new_s(blob_id), self._address_s(blob_id)):
             try:
                 return open(path, "rb")  # the caller closes it
@@ -174,6 +176,8 @@ class FileBlobStore:
 
     def exists(self, blob_id: str) -> bool:
         try:
+            if _checked(blob_id) in self._bodies:
+                return True
             return os.path.isfile(self._new_s(blob_id)) or os.path.isfile(self._address_s(blob_id))
         except NotFound:
             return False
@@ -198,17 +202,35 @@ class FileBlobStore:
         return self._new_sync.fsyncs
 
     # -- used by FileBlobWriter --------------------------------------------------------------
-    def take_inline(self, size: int) -> bool:
-        """May a body of ``size`` octets be journalled instead of fsynced? (memory budget)"""
-        with self._lock:
-            return self._body_bytes + size <= INLINE_BUDGET
+    def pressed(self) -> bool:
+        """Half the memory budget of pending bodies is used (the janitor moves at once)."""
+        return self._body_bytes * 2 >= INLINE_BUDGET
 
-    def _install(self, temp: Path, blob_id: str, *, body: bytes | None) -> None:
-        """Move a complete temp file into ``new/``: its data synced (``body`` None), or not
-        (``body`` given: it is journalled by the unit that stores it); identical content
-        already stored is shared instead. Blocks until the blob is durable or journalled."""
+    def take_inline(self, size: int) -> bool:
+        """May a body of ``size`` octets be journalled instead of fsynced? (memory budget;
+        read without the lock: a soft limit, and the janitor holds the lock for syscalls)"""
+        return self._body_bytes + size <= INLINE_BUDGET
+
+    def _install(self, temp: str | None, blob_id: str, *, body: bytes | None) -> None:
+        """Install a complete body: a temp file moved into ``new/`` with its data synced
+        (``body`` None), or a body kept in memory (``temp`` None, ``body`` given: it is
+        journalled by the unit that stores it, and the janitor writes its file); identical
+        content already stored is shared instead. Blocks until the blob is durable or
+        journalled (a body in memory: never)."""
         new = self._new_s(blob_id)
         since = self._clock.monotonic()
+        if temp is None:
+            assert body is not None
+            with self._lock:
+                # No look at the disk (no syscall under the lock, on the event loop): if the
+                # same content is stored already, the unit journals it once more and the
+                # janitor writes an identical file over it, which changes nothing.
+                fresh = blob_id not in self._bodies
+                if fresh:
+                    self._bodies[blob_id] = body
+                    self._body_bytes += len(body)
+                self._pins.setdefault(blob_id, []).append(_Pin(fresh, since))
+            return
         with self._lock:
             if blob_id in self._bodies:
                 fresh, ticket = False, 0  # pending: our unit journals it too
@@ -217,14 +239,9 @@ class FileBlobStore:
             elif os.path.exists(self._address_s(blob_id)):
                 fresh, ticket = False, 0  # durable since its move
             else:
-                os.rename(temp, new)
                 fresh = True
-                if body is None:
-                    ticket = self._new_sync.changed()
-                else:
-                    ticket = 0  # the journal row makes it durable, not new/
-                    self._bodies[blob_id] = body
-                    self._body_bytes += len(body)
+                os.rename(temp, new)
+                ticket = self._new_sync.changed()
             self._pins.setdefault(blob_id, []).append(_Pin(fresh, since))
         if not fresh:
             _unlink_quietly(temp)  # identical content already stored: drop our copy
@@ -315,7 +332,7 @@ class FileBlobStore:
         return dirs
 
     # -- used by the janitor -----------------------------------------------------------------
-    def _link_address(self, blob_id: str, created: Dirs) -> str | None:
+    def link_address(self, blob_id: str, created: Dirs) -> str | None:
         """Give a blob of ``new/`` its address (not yet durable); returns the directory to
         fsync, None when the blob left new/."""
         new, final = self._new_s(blob_id), self._address_s(blob_id)
@@ -336,7 +353,7 @@ class FileBlobStore:
                 pass  # linked by an earlier round (or before a restart)
         return parent
 
-    def _sync_pending(
+    def sync_pending(
         self, blob_ids: Sequence[str], pool: concurrent.futures.Executor
     ) -> list[str]:
         """fsync the data of the pending bodies among ``blob_ids`` in parallel; returns the
@@ -346,7 +363,7 @@ class FileBlobStore:
             try:
                 fd = os.open(self._new_s(blob_id), os.O_RDONLY)
             except FileNotFoundError:
-                return False
+                return self._write_pending(blob_id)  # a body kept in memory by its writer
             try:
                 sync_data(fd)
             finally:
@@ -359,7 +376,30 @@ class FileBlobStore:
             return [b for b in pending if sync(b)]
         return [b for b, ok in zip(pending, pool.map(sync, pending), strict=True) if ok]
 
-    def _durable(self, blob_ids: Iterable[str]) -> None:
+    def _write_pending(self, blob_id: str) -> bool:
+        """Write a pending body kept in memory to ``new/<id>``, its data synced (the janitor,
+        before it links the address); False when it was deleted meanwhile."""
+        with self._lock:
+            body = self._bodies.get(blob_id)
+        if body is None:
+            return False
+        temp = f"{self.tmp_dir}/{secrets.token_hex(16)}.tmp"
+        try:
+            with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                f.write(body)
+                f.flush()
+                sync_data(f.fileno())
+            with self._lock:  # consistent with deletions: never resurrect a deleted blob
+                if blob_id not in self._bodies:
+                    return False
+                os.rename(temp, self._new_s(blob_id))
+                temp = ""
+        finally:
+            if temp:
+                _unlink_quietly(temp)
+        return True
+
+    def mark_durable(self, blob_ids: Iterable[str]) -> None:
         """These pending bodies are durable at their address: no unit journals them any
         more, and their journal rows may go."""
         with self._lock:
@@ -367,16 +407,14 @@ class FileBlobStore:
                 if self._drop_body(blob_id):
                     self._materialized.add(blob_id)
 
-    def _drop_new_name(self, blob_id: str) -> None:
-        """Unlink ``new/<id>`` once it is the same file as the durable address."""
+    def drop_new_name(self, blob_id: str) -> None:
+        """Unlink ``new/<id>`` once the blob's address exists: the janitor made it durable
+        (it is the same file, or, when identical content was stored already and a body kept
+        in memory was written again, an identical one: both names are content addresses)."""
         new, final = self._new_s(blob_id), self._address_s(blob_id)
         with self._lock:
-            try:
-                a, b = os.stat(new), os.stat(final)
-            except FileNotFoundError:
-                return
-            if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
-                os.unlink(new)
+            if os.path.exists(final):
+                _unlink_quietly(new)
 
     # -- start-up ------------------------------------------------------------------------------
     def recover(
@@ -408,7 +446,7 @@ class FileBlobStore:
             if not _BLOB_ID.fullmatch(blob_id):
                 continue
             if referenced(blob_id):
-                parent = self._link_address(blob_id, dirs)
+                parent = self.link_address(blob_id, dirs)
                 if parent is not None:
                     dirs.add(parent)
                     moved.append(blob_id)
@@ -417,7 +455,7 @@ class FileBlobStore:
         for directory in dirs:
             fsync_dir(directory)
         for blob_id in moved:
-            self._drop_new_name(blob_id)
+            self.drop_new_name(blob_id)
         fsync_dir(self.new_dir)
         fsync_dir(self.tmp_dir)
         return temps, swept
@@ -447,210 +485,96 @@ class FileBlobStore:
             fsync_dir(directory)
 
 
-class _Janitor:
-    """Background thread of a ``FileBlobStore``: moves committed blobs from ``new/`` to their
-    address and makes deletions durable, in rounds (one fsync per directory per round)."""
-
-    def __init__(self, store: FileBlobStore) -> None:
-        self._store = store
-        self._cond = threading.Condition()
-        self._moves: set[str] = set()
-        self._syncs: list[tuple[Dirs, set[str], Cleared]] = []
-        self._linked: list[tuple[float, str]] = []  # (unlink after, blob id), oldest first
-        self._thread: threading.Thread | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._stopping = False
-        self._requested = 0  # flush generations
-        self._completed = 0
-
-    def start(self) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(SYNC_THREADS, "hato-blobs-sync")
-        self._thread = threading.Thread(target=self._main, name="hato-blobs", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        else:
-            self._round(force=True)  # never started: do what was queued, on this thread
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-
-    def flush(self) -> None:
-        with self._cond:
-            if self._thread is None:
-                return
-            self._requested += 1
-            target = self._requested
-            self._cond.notify_all()
-            while self._completed < target and self._thread is not None:
-                self._cond.wait()
-
-    def move(self, blob_id: str) -> None:
-        with self._cond:
-            self._moves.add(blob_id)
-            self._cond.notify_all()
-
-    def sync(self, dirs: Dirs, ids: set[str], done: Cleared) -> None:
-        with self._cond:
-            self._syncs.append((dirs, ids, done))
-            self._cond.notify_all()
-
-    def _main(self) -> None:
-        last = time.monotonic()
-        while True:
-            with self._cond:
-                while True:
-                    forced = self._stopping or self._completed < self._requested
-                    now = time.monotonic()
-                    if forced:
-                        break
-                    if (self._moves or self._syncs) and now - last >= ROUND_INTERVAL:
-                        break
-                    if self._moves or self._syncs:
-                        self._cond.wait(ROUND_INTERVAL - (now - last))
-                    elif self._linked:
-                        if self._linked[0][0] <= now:
-                            break
-                        self._cond.wait(self._linked[0][0] - now)
-                    else:
-                        self._cond.wait()
-                generation, stopping = self._requested, self._stopping
-            last = time.monotonic()
-            try:
-                self._round(force=forced)
-            except Exception as exc:  # the janitor must never die; a restart finishes
-                event("store.blob.janitor_failed", level=logging.ERROR, error=repr(exc))
-            with self._cond:
-                self._completed = max(self._completed, generation)
-                self._cond.notify_all()
-            if stopping:
-                return
-
-    def _round(self, *, force: bool) -> None:
-        with self._cond:
-            moves, self._moves = self._moves, set()
-            syncs, self._syncs = self._syncs, []
-        store = self._store
-        pool = self._pool or concurrent.futures.ThreadPoolExecutor(1)
-        try:
-            self._round_in(store, sorted(moves), syncs, pool, force=force)
-        finally:
-            if pool is not self._pool:
-                pool.shutdown()
-
-    def _round_in(
-        self,
-        store: FileBlobStore,
-        moves: list[str],
-        syncs: list[tuple[Dirs, set[str], Cleared]],
-        pool: concurrent.futures.Executor,
-        *,
-        force: bool,
-    ) -> None:
-        synced = store._sync_pending(moves, pool)  # data of journalled bodies, in parallel
-        dirs: Dirs = set()
-        linked: list[str] = []
-        for blob_id in moves:
-            try:
-                parent = store._link_address(blob_id, dirs)
-            except OSError as exc:  # e.g. disk full: the blob stays readable in new/
-                event("store.blob.move_failed", level=logging.WARNING, blob=blob_id,
-                      error=exc.strerror)  # fmt: skip
-                continue
-            if parent is not None:
-                dirs.add(parent)
-                linked.append(blob_id)
-        for sync_dirs, _ids, _done in syncs:
-            dirs |= sync_dirs
-        # An error raises here: nothing below runs, the journal stays as it is. One by one:
-        # the first fsync commits the changes of every directory of the round (journalling
-        # file systems), the others find theirs done.
-        for directory in dirs:
-            fsync_dir(directory)
-        store._durable(set(synced).intersection(linked))
-        for _dirs, ids, done in syncs:
-            done(ids)
-        now = time.monotonic()
-        with self._cond:
-            self._linked.extend((now + UNLINK_DELAY, b) for b in linked)
-            due = [b for t, b in self._linked if force or t <= now]
-            self._linked = [] if force else [(t, b) for t, b in self._linked if t > now]
-        for blob_id in due:
-            store._drop_new_name(blob_id)  # the address is durable: one name is enough
-
-
 class FileBlobWriter:
-    """Streams one body to ``tmp/`` while hashing it (``hato.store.api.BlobWriter``)."""
+    """Streams one body while hashing it (``hato.store.api.BlobWriter``): in memory while it
+    may be journalled (at most ``INLINE_MAX`` octets), to ``tmp/`` beyond."""
 
     def __init__(self, store: FileBlobStore) -> None:
         self._store = store
-        self._temp = store.tmp_dir / f"{secrets.token_hex(16)}.tmp"
-        fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self._file: BinaryIO | None = os.fdopen(fd, "wb", buffering=_CHUNK)
+        self._temp = ""  # the temp file, once the body has outgrown memory
+        self._file: BinaryIO | None = None
         self._hash = hashlib.sha256()
         self._size = 0
         self._small: list[bytes] | None = []  # the body while it may be journalled
+        self._open = True
 
     def write(self, data: bytes) -> None:
-        if self._file is None:
+        if not self._open:
             raise StoreError("blob writer already committed or aborted")
-        self._file.write(data)
         self._hash.update(data)
         self._size += len(data)
-        if self._small is not None:
+        small = self._small
+        if small is not None:
             if self._size <= INLINE_MAX:
-                self._small.append(bytes(data))
-            else:
-                self._small = None  # too large: fsynced at commit
+                small.append(bytes(data))
+                return
+            self._small = None  # too large to journal: to a file, fsynced at commit
+            self._spill(small)
+        assert self._file is not None
+        self._file.write(data)
+
+    def _spill(self, chunks: Sequence[bytes]) -> None:
+        """Create the temp file (on the caller's thread) and write ``chunks`` to it."""
+        temp = f"{self._store.tmp_dir}/{secrets.token_hex(16)}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._temp = temp
+        self._file = os.fdopen(fd, "wb", buffering=_CHUNK)
+        for chunk in chunks:
+            self._file.write(chunk)
 
     @property
     def size(self) -> int:
         return self._size
 
+    @property
+    def quick(self) -> bool:
+        """``commit`` would do no I/O now (a small body, memory budget left): cheap enough
+        to call on the event loop, without a thread hop."""
+        return self._small is not None and self._store.take_inline(self._size)
+
     def commit(self) -> BlobRef:
-        """Make the body durable (a large one: fsync; a small one: handed to the unit that
-        stores it, to journal), extract its searchable text for the full-text index
-        (``textindex.py``), then install it in ``new/``; blocking."""
-        f = self._file
-        if f is None:
+        """Make the body durable and install it in the store, blocking: a small one is kept
+        in memory and handed to the unit that stores it, to journal (no file, no fsync: the
+        janitor writes its file later); a large one (or a small one beyond the memory
+        budget) is fsynced in ``tmp/`` and renamed into ``new/``. (Its searchable text is
+        extracted behind delivery, by the store's background indexer: ``textindex.py``.)"""
+        if not self._open:
             raise StoreError("blob writer already committed or aborted")
-        self._file = None
+        self._open = False
         small, self._small = self._small, None
-        body = (
-            b"".join(small) if small is not None and self._store.take_inline(self._size) else None
-        )
+        body = b"".join(small) if small is not None else None
+        if body is not None and not self._store.take_inline(self._size):
+            self._spill((body,))  # over the memory budget: fsynced like a large body
+            body = None
+        f, self._file = self._file, None
         try:
-            f.flush()
-            if body is None:
-                sync_data(f.fileno())
+            if f is not None:
+                f.flush()
+                if body is None:
+                    sync_data(f.fileno())
         except BaseException:
-            f.close()
-            _unlink_quietly(self._temp)
+            self._close_and_unlink(f)
             raise
-        f.close()
+        if f is not None:
+            f.close()
         blob_id = self._hash.hexdigest()
-        # Off the database thread, from our own file: the unit only INSERTs the text.
-        texts = self._store.texts
-        texts.prepare(blob_id, self._temp, self._size)
         try:
-            self._store._install(self._temp, blob_id, body=body)
+            self._store._install(self._temp if body is None else None, blob_id, body=body)
         except BaseException:
-            texts.discard(blob_id)
-            _unlink_quietly(self._temp)
+            self._close_and_unlink(None)
             raise
         return BlobRef(id=blob_id, size=self._size)
 
-    def abort(self) -> None:
-        """Drop the body; safe to call more than once."""
-        f = self._file
-        self._file = None
-        self._small = None
+    def _close_and_unlink(self, f: BinaryIO | None) -> None:
         if f is not None:
             f.close()
+        if self._temp:
             _unlink_quietly(self._temp)
+
+    def abort(self) -> None:
+        """Drop the body; safe to call more than once."""
+        self._open = False
+        self._small = None
+        f, self._file = self._file, None
+        self._close_and_unlink(f)
+        self._temp = ""

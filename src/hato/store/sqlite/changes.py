@@ -72,8 +72,14 @@ def log_mailbox(unit: Unit, account_id: int, mailbox_id: int, kind: ChangeKind) 
 
 
 def changes_since(
-    unit: Unit, account_id: int, modseq: int, *, mailbox_id: int | None = None
+    unit: Unit,
+    account_id: int,
+    modseq: int,
+    *,
+    mailbox_id: int | None = None,
+    limit: int | None = None,
 ) -> list[Change]:
+    """The changes after ``modseq`` in MODSEQ order (the first ``limit`` of them if given)."""
     sql = "SELECT modseq, kind, mailbox_id, uid FROM changes WHERE account_id = ? AND modseq > ?"
     args: tuple[int, ...] = (account_id, modseq)
     if mailbox_id is not None:
@@ -81,6 +87,9 @@ def changes_since(
         args += (mailbox_id,)
     # The index (account_id, modseq) ends with the primary key (mailbox_id, uid): no sort step.
     sql += " ORDER BY modseq, mailbox_id, uid"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args += (limit,)
     return [
         Change(m, _KINDS[kind], mb, uid or None)  # uid 0 (MAILBOX_UID): a mailbox change
         for m, kind, mb, uid in unit.conn.execute(sql, args)

@@ -7,12 +7,17 @@ and a change-log row; mailbox counters (messages, unseen, bytes, HIGHESTMODSEQ) 
 account's quota usage move in the same unit. System flags are a bit set, keywords a sorted
 space-separated list (keywords are IMAP atoms: no spaces).
 
-Left out: thread ids (RFC 8474 THREADID), per-message annotations, \\Recent (deprecated by
-RFC 9051 §2.3.2; silently ignored on input).
+A stored message gets its RFC 8474 THREADID in the same unit (``threadids.py``); COPY and
+MOVE keep it with the EMAILID.
+
+Left out: per-message annotations, \\Recent (deprecated by RFC 9051 §2.3.2; silently ignored
+on input).
 """
 
 from __future__ import annotations
 
+import functools
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -31,10 +36,11 @@ from hato.store.model import (
     FlagOp,
     FlagUpdate,
     Mailbox,
+    MailboxSnapshot,
     Message,
     canonical_flag,
 )
-from hato.store.sqlite import changes, mailboxes, refs, textindex
+from hato.store.sqlite import changes, mailboxes, refs, textindex, threadids
 from hato.store.sqlite.db import Unit
 
 BlobExists = Callable[[str], bool]
@@ -44,7 +50,7 @@ _SEEN = _BITS[SEEN]
 _DELETED = _BITS[DELETED]
 _COLUMNS = (
     "mailbox_id, uid, blob_id, size, internal_date, saved_date, system_flags, keywords, modseq, "
-    "email_id"
+    "email_id, thread_id"
 )
 _CHUNK = 500  # UIDs per IN (...) list, well under SQLite's variable limit
 
@@ -79,6 +85,10 @@ def _keyword_text(keywords: frozenset[str]) -> str:
     return " ".join(sorted(keywords))
 
 
+# Most messages share a few flag sets: decode each once (and share the frozenset).
+_decode_shared = functools.lru_cache(maxsize=1024)(decode_flags)
+
+
 def message_from_row(row: Sequence[Any]) -> Message:
     return Message(
         mailbox_id=int(row[0]),
@@ -87,15 +97,22 @@ def message_from_row(row: Sequence[Any]) -> Message:
         size=int(row[3]),
         internal_date=float(row[4]),
         saved_date=float(row[5]),
-        flags=decode_flags(int(row[6]), row[7]),
+        flags=_decode_shared(int(row[6]), row[7]),
         modseq=int(row[8]),
         email_id=int(row[9]),
+        thread_id=int(row[10]),
     )
 
 
 # -- reading -----------------------------------------------------------------------------------
 def _rows(unit: Unit, mailbox_id: int, uids: Sequence[int]) -> list[Any]:
     wanted = sorted({int(u) for u in uids if int(u) > 0})
+    if wanted and wanted[-1] - wanted[0] < 2 * len(wanted):
+        # Dense (a FETCH of a range): one range scan of the primary key, filtered here.
+        keep = set(wanted)
+        return [r for r in unit.conn.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid BETWEEN ? AND ? "
+            "ORDER BY uid", (mailbox_id, wanted[0], wanted[-1])) if r[1] in keep]
     rows: list[Any] = []
     for i in range(0, len(wanted), _CHUNK):
         chunk = wanted[i : i + _CHUNK]
@@ -121,6 +138,34 @@ def get_messages(unit: Unit, mailbox_id: int, uids: Sequence[int]) -> list[Messa
     return [message_from_row(r) for r in _rows(unit, mailbox_id, uids)]
 
 
+def snapshot_mailbox(unit: Unit, mailbox_id: int) -> MailboxSnapshot:
+    """Columns of every message (one scan of the mailbox's rows, no object per message);
+    each distinct (system flags, keywords) pair is decoded once. The columns are split and
+    mapped by C-level iteration (``zip``, ``map``): no Python code runs per row."""
+    mailbox = mailboxes.require(unit, mailbox_id)
+    account_modseq = changes.highest_modseq(unit, mailbox.account_id)
+    rows = unit.conn.execute(
+        "SELECT uid, modseq, system_flags, keywords FROM messages WHERE mailbox_id = ? "
+        "ORDER BY uid", (mailbox_id,)
+    ).fetchall()
+    if not rows:
+        return MailboxSnapshot(mailbox=mailbox, account_modseq=account_modseq,
+                               uids=array("I"), modseqs=array("Q"), flag_ids=array("I"),
+                               flag_sets=())
+    uids, modseqs, bits, keywords = zip(*rows, strict=True)
+    pairs = list(zip(bits, keywords, strict=True))
+    distinct = list(dict.fromkeys(pairs))  # first-seen order
+    index_of = {pair: i for i, pair in enumerate(distinct)}
+    return MailboxSnapshot(
+        mailbox=mailbox,
+        account_modseq=account_modseq,
+        uids=array("I", uids),
+        modseqs=array("Q", modseqs),
+        flag_ids=array("I", map(index_of.__getitem__, pairs)),
+        flag_sets=tuple(decode_flags(int(b), k) for b, k in distinct),
+    )
+
+
 # -- writing -----------------------------------------------------------------------------------
 def _next_email_id(unit: Unit) -> int:
     row = unit.conn.execute(
@@ -133,11 +178,12 @@ def _next_email_id(unit: Unit) -> int:
 def _insert(
     unit: Unit,
     mailbox: Mailbox,
-    rows: Sequence[tuple[str, int, float, int, str, int]],
+    rows: Sequence[tuple[str, int, float, int, str, int, int]],
     *,
     modseq: int,
 ) -> list[int]:
-    """Store messages (blob_id, size, internal_date, bits, keywords, email_id) in ``mailbox``
+    """Store messages (blob_id, size, internal_date, bits, keywords, email_id, thread_id) in
+    ``mailbox``
     with fresh ascending UIDs; returns the UIDs."""
     conn = unit.conn
     (uidnext,) = conn.execute(
@@ -147,10 +193,12 @@ def _insert(
     first = int(uidnext) - len(rows)
     uids = list(range(first, first + len(rows)))
     conn.executemany(
-        f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (mailbox.id, uid, blob_id, size, date, unit.now, bits, keywords, modseq, email_id)
-            for uid, (blob_id, size, date, bits, keywords, email_id) in zip(uids, rows, strict=True)
+            (mailbox.id, uid, blob_id, size, date, unit.now, bits, keywords, modseq, email_id,
+             thread_id)
+            for uid, (blob_id, size, date, bits, keywords, email_id, thread_id)
+            in zip(uids, rows, strict=True)
         ],
     )
     unseen = sum(1 for r in rows if not r[3] & _SEEN)
@@ -186,7 +234,12 @@ def append(
     changes.charge(unit, mailbox.account_id, size=blob.size, count=1)
     modseq = changes.bump(unit, mailbox.account_id)
     date = unit.now if internal_date is None else internal_date
-    row = (blob.id, blob.size, date, bits, _keyword_text(keywords), _next_email_id(unit))
+    # RFC 8474 §5.2: the thread id is assigned now and never changes.
+    email_id = _next_email_id(unit)
+    thread_id = threadids.assign(
+        unit.conn, mailbox.account_id, threadids.keys_of_blob(unit, blob.id), email_id=email_id
+    )
+    row = (blob.id, blob.size, date, bits, _keyword_text(keywords), email_id, thread_id)
     (uid,) = _insert(unit, mailbox, [row], modseq=modseq)
     textindex.stored(unit, blob.id)  # the full-text document, in the same unit
     return Appended(mailbox.account_id, mailbox.id, uid, modseq, mailbox.uidvalidity)
@@ -205,6 +258,8 @@ def deliver(
     email_id = _next_email_id(unit)  # RFC 8474 §5.1: one EMAILID for every copy
     date = unit.now if internal_date is None else internal_date
     appended: list[Appended] = []
+    keys: threadids.ThreadKeys | None = None
+    thread_ids: dict[int, int] = {}  # RFC 8474 §5.2: one THREADID per EMAILID in an account
     for target in targets:
         bits, keywords = encode_flags(target.flags)
         mailbox = mailboxes.get_by_name(unit, target.account_id, target.mailbox)
@@ -214,7 +269,14 @@ def deliver(
                 raise NotFound(f"account {target.account_id} does not exist")
         changes.charge(unit, mailbox.account_id, size=blob.size, count=1)
         modseq = changes.bump(unit, mailbox.account_id)
-        row = (blob.id, blob.size, date, bits, _keyword_text(keywords), email_id)
+        thread_id = thread_ids.get(mailbox.account_id)
+        if thread_id is None:
+            if keys is None:
+                keys = threadids.keys_of_blob(unit, blob.id)
+            thread_id = thread_ids[mailbox.account_id] = threadids.assign(
+                unit.conn, mailbox.account_id, keys, email_id=email_id
+            )
+        row = (blob.id, blob.size, date, bits, _keyword_text(keywords), email_id, thread_id)
         (uid,) = _insert(unit, mailbox, [row], modseq=modseq)
         appended.append(Appended(mailbox.account_id, mailbox.id, uid, modseq, mailbox.uidvalidity))
     if appended:
@@ -261,7 +323,7 @@ def update_flags(
         unseen_delta += bool(old_bits & _SEEN) - bool(new_bits & _SEEN)
         updated.append(
             message_from_row(
-                (*row[:6], new_bits, _keyword_text(new_keywords), modseq, row[9])
+                (*row[:6], new_bits, _keyword_text(new_keywords), modseq, *row[9:])
             )
         )
     if updated:
@@ -342,7 +404,7 @@ def _transfer(
     new_uids = _insert(
         unit,
         target,
-        [(r[2], int(r[3]), float(r[4]), int(r[6]), r[7], int(r[9])) for r in rows],
+        [(r[2], int(r[3]), float(r[4]), int(r[6]), r[7], int(r[9]), int(r[10])) for r in rows],
         modseq=modseq,
     )
     if move:
@@ -353,7 +415,8 @@ def _transfer(
 def copy(
     unit: Unit, mailbox_id: int, uids: Sequence[int], target_mailbox_id: int
 ) -> list[tuple[int, int]]:
-    """RFC 4315 COPYUID pairs; flags, internal date and EMAILID are kept (RFC 8474 §5.1)."""
+    """RFC 4315 COPYUID pairs; flags, internal date, EMAILID and THREADID are kept (RFC 8474
+    §5.1, §5.2)."""
     return _transfer(unit, mailbox_id, uids, target_mailbox_id, move=False)
 
 

@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hato.core.errors import Conflict, NotFound, UsageError
+from hato.core.errors import Conflict, HatoError, NotFound, UsageError
 from hato.store.model import Appended, BlobRef, DeliveryTarget
 from hato.store.queue import (
     LIVE_STATES,
@@ -119,18 +119,26 @@ def _decode_notify(text: str | None) -> frozenset[str] | None:
     return frozenset(t for t in text.split(",") if t)
 
 
+_RCPT_COLUMNS = "address, notify, orcpt, status, reply, remote_mta"
+_CHUNK = 500  # ids per IN (...) list: well under SQLITE_MAX_VARIABLE_NUMBER
+
+
+def _recipient(r: Sequence[Any]) -> QueueRecipient:
+    return QueueRecipient(r[0], _decode_notify(r[1]), r[2], RcptStatus(r[3]), r[4], r[5])
+
+
 def _recipients(unit: Unit, entry_id: int) -> tuple[QueueRecipient, ...]:
     rows = unit.conn.execute(
-        "SELECT address, notify, orcpt, status, reply, remote_mta FROM queue_rcpts "
-        "WHERE entry_id = ? ORDER BY idx",
-        (entry_id,),
+        f"SELECT {_RCPT_COLUMNS} FROM queue_rcpts WHERE entry_id = ? ORDER BY idx", (entry_id,)
     ).fetchall()
-    return tuple(
-        QueueRecipient(r[0], _decode_notify(r[1]), r[2], RcptStatus(r[3]), r[4], r[5]) for r in rows
-    )
+    return tuple(_recipient(r) for r in rows)
 
 
 def _entry(unit: Unit, row: Sequence[Any]) -> QueueEntry:
+    return _entry_with(row, _recipients(unit, int(row[0])))
+
+
+def _entry_with(row: Sequence[Any], recipients: tuple[QueueRecipient, ...]) -> QueueEntry:
     return QueueEntry(
         id=int(row[0]),
         state=QueueState(row[1]),
@@ -152,7 +160,7 @@ def _entry(unit: Unit, row: Sequence[Any]) -> QueueEntry:
         last_error=row[17],
         delay_notified=bool(row[18]),
         updated=float(row[19]),
-        recipients=_recipients(unit, int(row[0])),
+        recipients=recipients,
     )
 
 
@@ -226,24 +234,127 @@ def insert(unit: Unit, entry: NewQueueEntry, *, blob_exists: Callable[[str], boo
 
 
 def claim(unit: Unit, *, limit: int, lease: float) -> list[QueueEntry]:
-    """Move up to ``limit`` due entries to ACTIVE (oldest due first) and return them."""
-    rows = unit.conn.execute(
+    """Move up to ``limit`` due entries to ACTIVE (oldest due first) and return them: one
+    UPDATE and one recipient query per ``_CHUNK`` entries, not a round of queries each."""
+    conn = unit.conn
+    rows = conn.execute(
         "SELECT id FROM queue WHERE state IN (?, ?) AND next_attempt <= ? "
         "ORDER BY next_attempt, id LIMIT ?",
         (QueueState.QUEUED.value, QueueState.DEFERRED.value, unit.now, limit),
     ).fetchall()
     ids = [int(r[0]) for r in rows]
-    unit.conn.executemany(
-        "UPDATE queue SET state = ?, updated = ?, next_attempt = ? WHERE id = ?",
-        [(QueueState.ACTIVE.value, unit.now, unit.now + lease, i) for i in ids],
-    )
-    found = [get_entry(unit, i) for i in ids]
-    return [e for e in found if e is not None]
+    claimed: dict[int, QueueEntry] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        found = conn.execute(
+            f"UPDATE queue SET state = ?, updated = ?, next_attempt = ? WHERE id IN ({marks}) "
+            f"RETURNING {_COLUMNS}",
+            (QueueState.ACTIVE.value, unit.now, unit.now + lease, *chunk),
+        ).fetchall()
+        recipients: dict[int, list[QueueRecipient]] = {}
+        for r in conn.execute(
+            f"SELECT entry_id, {_RCPT_COLUMNS} FROM queue_rcpts WHERE entry_id IN ({marks}) "
+            "ORDER BY entry_id, idx",
+            chunk,
+        ):
+            recipients.setdefault(int(r[0]), []).append(_recipient(r[1:]))
+        for row in found:
+            entry_id = int(row[0])
+            claimed[entry_id] = _entry_with(row, tuple(recipients.get(entry_id, ())))
+    return [claimed[i] for i in ids if i in claimed]
 
 
 def _drop_blob_if_final(unit: Unit, blob_id: str) -> None:
     if not blob_in_queue(unit.conn, blob_id):
         refs.dropped(unit, [blob_id])
+
+
+def _problem(entry_id: int, change: QueueUpdate, state: QueueState, count: int) -> HatoError | None:
+    """Why ``change`` may not be applied to an entry in ``state`` with ``count`` recipients."""
+    if change.expected and state not in change.expected:
+        return Conflict(f"queue entry {entry_id} is {state.value}")
+    if state is not change.state and not allowed(state, change.state):
+        return Conflict(
+            f"queue entry {entry_id}: {state.value} -> {change.state.value} not allowed"
+        )
+    for r in change.recipients:
+        if not 0 <= r.index < count:
+            return UsageError(f"queue entry {entry_id} has no recipient {r.index}")
+    return None
+
+
+_SET_RCPT = (
+    "UPDATE queue_rcpts SET status = ?, reply = ?, remote_mta = ? WHERE entry_id = ? AND idx = ?"
+)
+_SET_ENTRY = (
+    "UPDATE queue SET state = ?, next_attempt = COALESCE(?, next_attempt), "
+    "last_error = COALESCE(?, last_error), attempts = attempts + ?, "
+    "delay_notified = COALESCE(?, delay_notified), updated = ? WHERE id = ?"
+)
+
+
+# The same changes for many rows in ONE statement (UPDATE ... FROM, SQLite 3.33): one
+# sqlite3_step, so the database thread takes the GIL back once per batch, not per row.
+_SET_RCPTS = (
+    "WITH v(status, reply, remote_mta, entry_id, idx) AS (VALUES {rows}) "
+    "UPDATE queue_rcpts SET status = v.status, reply = v.reply, remote_mta = v.remote_mta "
+    "FROM v WHERE queue_rcpts.entry_id = v.entry_id AND queue_rcpts.idx = v.idx"
+)
+_SET_ENTRIES = (
+    "WITH v(state, next_attempt, last_error, attempted, delay_notified, updated, id) AS "
+    "(VALUES {rows}) "
+    "UPDATE queue SET state = v.state, "
+    "next_attempt = COALESCE(v.next_attempt, queue.next_attempt), "
+    "last_error = COALESCE(v.last_error, queue.last_error), "
+    "attempts = queue.attempts + v.attempted, "
+    "delay_notified = COALESCE(v.delay_notified, queue.delay_notified), updated = v.updated "
+    "FROM v WHERE queue.id = v.id"
+)
+
+
+def _set_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        marks = "(" + ", ".join("?" for _ in chunk[0]) + ")"
+        conn.execute(
+            sql.format(rows=", ".join(marks for _ in chunk)), [v for row in chunk for v in row]
+        )
+
+
+def _rcpt_rows(entry_id: int, change: QueueUpdate) -> list[tuple[Any, ...]]:
+    return [(r.status.value, r.reply, r.remote_mta, entry_id, r.index) for r in change.recipients]
+
+
+def _entry_row(unit: Unit, entry_id: int, change: QueueUpdate) -> tuple[Any, ...]:
+    return (
+        change.state.value,
+        change.next_attempt,
+        change.last_error,
+        1 if change.attempted else 0,
+        None if change.delay_notified is None else int(change.delay_notified),
+        unit.now,
+        entry_id,
+    )
+
+
+def _apply(
+    unit: Unit, entry_id: int, change: QueueUpdate, *, blob_exists: Callable[[str], bool]
+) -> None:
+    """Write a checked change: recipients, the entry's row, its notice (DSN) if any."""
+    conn = unit.conn
+    conn.executemany(_SET_RCPT, _rcpt_rows(entry_id, change))
+    conn.execute(_SET_ENTRY, _entry_row(unit, entry_id, change))
+    if change.notice is not None:
+        notice = change.notice
+        if notice.local:
+            messages.deliver(
+                unit, notice.blob, notice.local, internal_date=None, blob_exists=blob_exists
+            )
+        for extra in notice.remote:
+            insert(unit, extra, blob_exists=blob_exists)
+        if not notice.local and not notice.remote:
+            refs.used(unit, notice.blob.id)
 
 
 def update(
@@ -256,50 +367,97 @@ def update(
     current = get_entry(unit, entry_id)
     if current is None:
         raise NotFound(f"no queue entry {entry_id}")
-    if change.expected and current.state not in change.expected:
-        raise Conflict(f"queue entry {entry_id} is {current.state.value}")
-    if current.state is not change.state and not allowed(current.state, change.state):
-        raise Conflict(
-            f"queue entry {entry_id}: {current.state.value} -> {change.state.value} not allowed"
-        )
-    conn = unit.conn
-    for r in change.recipients:
-        if not 0 <= r.index < len(current.recipients):
-            raise UsageError(f"queue entry {entry_id} has no recipient {r.index}")
-        conn.execute(
-            "UPDATE queue_rcpts SET status = ?, reply = ?, remote_mta = ? "
-            "WHERE entry_id = ? AND idx = ?",
-            (r.status.value, r.reply, r.remote_mta, entry_id, r.index),
-        )
-    conn.execute(
-        "UPDATE queue SET state = ?, next_attempt = COALESCE(?, next_attempt), "
-        "last_error = COALESCE(?, last_error), attempts = attempts + ?, "
-        "delay_notified = COALESCE(?, delay_notified), updated = ? WHERE id = ?",
-        (
-            change.state.value,
-            change.next_attempt,
-            change.last_error,
-            1 if change.attempted else 0,
-            None if change.delay_notified is None else int(change.delay_notified),
-            unit.now,
-            entry_id,
-        ),
-    )
-    if change.notice is not None:
-        notice = change.notice
-        if notice.local:
-            messages.deliver(
-                unit, notice.blob, notice.local, internal_date=None, blob_exists=blob_exists
-            )
-        for extra in notice.remote:
-            insert(unit, extra, blob_exists=blob_exists)
-        if not notice.local and not notice.remote:
-            refs.used(unit, notice.blob.id)
+    problem = _problem(entry_id, change, current.state, len(current.recipients))
+    if problem is not None:
+        raise problem
+    _apply(unit, entry_id, change, blob_exists=blob_exists)
     if change.state.final:
         _drop_blob_if_final(unit, current.blob_id)
     updated = get_entry(unit, entry_id)
     assert updated is not None
     return updated
+
+
+def update_many(
+    unit: Unit,
+    changes: Sequence[tuple[int, QueueUpdate]],
+    *,
+    blob_exists: Callable[[str], bool],
+) -> list[HatoError | None]:
+    """Apply many changes in one unit of work, each checked on its own: a refused change
+    (its error in the result, in order) leaves the others applied. The entries are read
+    with one query per ``_CHUNK`` and written with one prepared statement each
+    (``executemany``); a change with a notice runs in a SAVEPOINT of its own."""
+    if len({entry_id for entry_id, _ in changes}) != len(changes):
+        return [_one(unit, entry_id, change, blob_exists) for entry_id, change in changes]
+    conn = unit.conn
+    current: dict[int, tuple[QueueState, str, int]] = {}
+    ids = [entry_id for entry_id, _ in changes]
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        for row in conn.execute(
+            "SELECT id, state, blob_id, "
+            "(SELECT count(*) FROM queue_rcpts WHERE entry_id = queue.id) "
+            f"FROM queue WHERE id IN ({marks})",
+            chunk,
+        ):
+            current[int(row[0])] = (QueueState(row[1]), str(row[2]), int(row[3]))
+    results: list[HatoError | None] = []
+    rcpt_rows: list[tuple[Any, ...]] = []
+    entry_rows: list[tuple[Any, ...]] = []
+    finals: list[str] = []
+    for entry_id, change in changes:
+        found = current.get(entry_id)
+        if found is None:
+            results.append(NotFound(f"no queue entry {entry_id}"))
+            continue
+        state, blob_id, count = found
+        problem = _problem(entry_id, change, state, count)
+        if problem is None and change.notice is not None:
+            problem = _one_saved(unit, entry_id, change, blob_exists)
+        elif problem is None:
+            rcpt_rows += _rcpt_rows(entry_id, change)
+            entry_rows.append(_entry_row(unit, entry_id, change))
+        if problem is None and change.state.final:
+            finals.append(blob_id)
+        results.append(problem)
+    _set_many(conn, _SET_RCPTS, rcpt_rows)
+    _set_many(conn, _SET_ENTRIES, entry_rows)
+    if finals:
+        refs.dropped(unit, finals)  # only the blobs no live entry or message still needs
+    return results
+
+
+def _one(
+    unit: Unit, entry_id: int, change: QueueUpdate, blob_exists: Callable[[str], bool]
+) -> HatoError | None:
+    current = get_entry(unit, entry_id)
+    if current is None:
+        return NotFound(f"no queue entry {entry_id}")
+    problem = _problem(entry_id, change, current.state, len(current.recipients))
+    if problem is None:
+        problem = _one_saved(unit, entry_id, change, blob_exists)
+    if problem is None and change.state.final:
+        _drop_blob_if_final(unit, current.blob_id)
+    return problem
+
+
+def _one_saved(
+    unit: Unit, entry_id: int, change: QueueUpdate, blob_exists: Callable[[str], bool]
+) -> HatoError | None:
+    """``_apply`` inside a SAVEPOINT: a refused notice (e.g. its blob is gone) undoes this
+    change alone."""
+    conn = unit.conn
+    conn.execute("SAVEPOINT queue_change")
+    try:
+        _apply(unit, entry_id, change, blob_exists=blob_exists)
+    except HatoError as exc:
+        conn.execute("ROLLBACK TO queue_change")
+        conn.execute("RELEASE queue_change")
+        return exc
+    conn.execute("RELEASE queue_change")
+    return None
 
 
 def delete(unit: Unit, entry_id: int) -> None:
@@ -385,6 +543,12 @@ class QueueMethods:
     async def update_queue(self, entry_id: int, change: QueueUpdate) -> QueueEntry:
         exists = self._blobs.exists
         return await self._write(lambda u: update(u, entry_id, change, blob_exists=exists))
+
+    async def update_queue_many(
+        self, changes: Sequence[tuple[int, QueueUpdate]]
+    ) -> list[HatoError | None]:
+        exists = self._blobs.exists
+        return await self._write(lambda u: update_many(u, changes, blob_exists=exists))
 
     async def get_queue_entry(self, entry_id: int) -> QueueEntry | None:
         return await self._read(lambda u: get_entry(u, entry_id))

@@ -21,7 +21,7 @@ Left out: nothing of the contract; deletion itself is done by the store, after t
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from hato.store.sqlite import textindex
@@ -52,7 +52,44 @@ def journal_rows(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
 
 def forget_journalled(conn: sqlite3.Connection, blob_ids: Iterable[str]) -> None:
     """Their files are durable at their address: the journal rows can go."""
-    conn.executemany("DELETE FROM blob_journal WHERE blob_id = ?", [(b,) for b in blob_ids])
+    _delete_in(conn, "blob_journal", list(blob_ids))
+
+
+def forget_orphans(conn: sqlite3.Connection, blob_ids: Iterable[str]) -> None:
+    """Their deletion is durable (or they are referenced again): the orphan rows can go."""
+    _delete_in(conn, "orphan_blobs", list(blob_ids))
+
+
+# Sets of ids go to SQLite as IN (...) lists, _CHUNK at a time: one statement per chunk
+# instead of one per id, so the database thread takes the GIL back once per chunk (each
+# statement releases it) while the event loop thread is busy.
+_CHUNK = 500
+
+
+def _chunks(ids: list[str]) -> Iterator[tuple[list[str], str]]:
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        yield chunk, ", ".join("?" for _ in chunk)
+
+
+def _delete_in(conn: sqlite3.Connection, table: str, ids: list[str]) -> None:
+    for chunk, marks in _chunks(ids):
+        conn.execute(f"DELETE FROM {table} WHERE blob_id IN ({marks})", chunk)
+
+
+def still_referenced(conn: sqlite3.Connection, blob_ids: Iterable[str]) -> set[str]:
+    """The blobs among ``blob_ids`` that ``referenced`` holds true for, in one query per
+    chunk of ids."""
+    found: set[str] = set()
+    for chunk, marks in _chunks(list(dict.fromkeys(blob_ids))):
+        rows = conn.execute(
+            f"SELECT blob_id FROM messages WHERE blob_id IN ({marks}) UNION "
+            f"SELECT blob_id FROM queue WHERE blob_id IN ({marks}) "
+            "AND state NOT IN ('delivered', 'bounced')",
+            chunk + chunk,
+        )
+        found.update(str(r[0]) for r in rows)
+    return found
 
 
 def referenced(conn: sqlite3.Connection, blob_id: str) -> bool:
@@ -70,12 +107,14 @@ def referenced(conn: sqlite3.Connection, blob_id: str) -> bool:
 def dropped(unit: Unit, blob_ids: Iterable[str]) -> None:
     """Messages naming these blobs were removed: journal the ones now unreferenced."""
     orphans: set[str] = unit.memo.setdefault(ORPHANS, set())
-    for blob_id in set(blob_ids):
-        if not referenced(unit.conn, blob_id):
-            unit.conn.execute("INSERT OR IGNORE INTO orphan_blobs (blob_id) VALUES (?)", (blob_id,))
-            orphans.add(blob_id)
-            textindex.forget(unit.conn, blob_id)  # its full-text document goes too
-            unit.conn.execute("DELETE FROM blob_journal WHERE blob_id = ?", (blob_id,))
+    ids = set(blob_ids)
+    gone = sorted(ids - still_referenced(unit.conn, ids))
+    for chunk, _marks in _chunks(gone):
+        values = ", ".join("(?)" for _ in chunk)
+        unit.conn.execute(f"INSERT OR IGNORE INTO orphan_blobs (blob_id) VALUES {values}", chunk)
+    _delete_in(unit.conn, "blob_journal", gone)
+    textindex.forget_many(unit.conn, gone)  # their full-text documents go too
+    orphans.update(gone)
 
 
 def used(unit: Unit, blob_id: str) -> None:

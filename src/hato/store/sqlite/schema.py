@@ -14,12 +14,15 @@ import sqlite3
 from collections.abc import Callable, Sequence
 
 from hato.core.errors import SchemaVersionError
+from hato.store.sqlite.accounts import migrate_scram_sha1
+from hato.store.sqlite.mtasts_cache import migrate_mtasts_cache
 from hato.store.sqlite.queue import migrate_queue
 from hato.store.sqlite.refs import migrate_blob_journal
 from hato.store.sqlite.reporting import migrate_reporting
 from hato.store.sqlite.reports import migrate_reports
 from hato.store.sqlite.sieve import migrate_sieve_tables
 from hato.store.sqlite.textindex import migrate as migrate_fulltext
+from hato.store.sqlite.threadids import migrate_thread_ids
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -116,6 +119,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     migrate_reports,
     migrate_reporting,
     migrate_blob_journal,
+    migrate_thread_ids,  # version 8: RFC 8474 THREADID (existing messages: threadids.backfill)
+    migrate_mtasts_cache,  # version 9: RFC 8461 §5.1 MTA-STS policy cache (mtasts_cache.py)
+    migrate_scram_sha1,  # version 10: SCRAM-SHA-1 keys for ManageSieve (accounts.py)
 )
 
 

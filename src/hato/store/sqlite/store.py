@@ -47,6 +47,7 @@ from hato.store.model import (
     FlagOp,
     FlagUpdate,
     Mailbox,
+    MailboxSnapshot,
     Message,
     QuotaUsage,
     ScriptQuota,
@@ -61,10 +62,12 @@ from hato.store.sqlite import (
     schema,
     sieve,
     textindex,
+    threadids,
 )
 from hato.store.sqlite.blobs import PIN_TTL, FileBlobStore
 from hato.store.sqlite.db import CommitStats, Database, Unit
 from hato.store.sqlite.dirsync import fsync_dir
+from hato.store.sqlite.mtasts_cache import StsCacheMethods
 from hato.store.sqlite.queue import QueueMethods
 from hato.store.sqlite.reporting import ReportingMethods
 from hato.store.sqlite.reports import ReportMethods
@@ -75,9 +78,12 @@ DB_NAME = "hato.db"
 BLOB_DIR = "blobs"
 TMP_DIR = "tmp"
 SWEEP_INTERVAL = 60.0  # seconds between looks for abandoned blob pins
+LOOKUP_MESSAGES = 64  # get_messages of up to this many UIDs runs as a point lookup
+LOOKUP_CHANGES = 64  # changes_since answers up to this many changes as a point lookup
+LOOKUP_MAILBOX = 4096  # a mailbox of up to this many messages is listed as a lookup
 
 
-class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
+class SqliteStore(QueueMethods, ReportMethods, ReportingMethods, StsCacheMethods):
     """The embedded mail store; create it with ``open_store``."""
 
     def __init__(self, data_dir: Path, *, clock: Clock) -> None:
@@ -118,6 +124,9 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
         conn.execute("DELETE FROM orphan_blobs")  # autocommit: after the unlinks above
         if temps or swept:
             event("store.recovered", temp_files=temps, blobs_swept=swept)
+        threaded = threadids.backfill(conn, self._blobs)  # blobs recovered: headers readable
+        if threaded:
+            event("store.threadid.backfilled", messages=threaded)
 
     async def close(self) -> None:
         await self._indexer.stop()
@@ -138,13 +147,14 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
         return await self._db.read(fn)
 
     async def _lookup(self, fn: Callable[[Unit], T]) -> T:
-        """A point lookup: run on the caller's thread (``Database.lookup``)."""
-        return await self._db.lookup(fn)
+        """A point lookup of ONE statement: run on the caller's thread, in autocommit
+        (``Database.lookup``)."""
+        return await self._db.lookup(fn, snapshot=False)
 
     async def _write(self, fn: Callable[[Unit], T]) -> T:
         def work(unit: Unit) -> T:
-            unit.memo[textindex.CACHE_KEY] = self._blobs.texts
             unit.memo[refs.BODIES] = self._blobs  # small bodies to journal (refs.used)
+            unit.memo[threadids.SOURCE_KEY] = self._blobs  # headers of stored messages
             try:
                 return fn(unit)
             finally:
@@ -164,8 +174,6 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
         used: list[str] = unit.memo.get(refs.USED, [])
         for blob_id in used:
             unit.on_commit(self._releaser(blob_id))
-        for blob_id in unit.memo.get(textindex.STORED_KEY, []):
-            unit.on_commit(functools.partial(self._blobs.texts.discard, blob_id))  # indexed now
         if unit.memo.get(textindex.PENDING_KEY):
             unit.on_commit(self._indexer.kick_threadsafe)
 
@@ -179,13 +187,12 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
             return
         self._last_sweep = now
         for blob_id in self._blobs.abandoned(older_than=now - PIN_TTL):
-            self._blobs.texts.discard(blob_id)
             if self._blobs.forget(blob_id, referenced=refs.referenced(conn, blob_id)):
                 event("store.blob.abandoned", blob=blob_id)
 
     def _delete_orphans(self, conn: sqlite3.Connection, orphans: set[str]) -> None:
         """After the commit that dropped the last references: delete the files."""
-        stored_again = {b for b in orphans if refs.referenced(conn, b)}  # by a later unit
+        stored_again = refs.still_referenced(conn, orphans)  # by a later unit
         self._orphans_cleared(stored_again)
         # Unlinked now, made durable by the blob janitor (off this thread), then cleared;
         # a blob pinned by a writer keeps its row until its release or the next start.
@@ -202,10 +209,7 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
         journalled bodies whose file the blob janitor made durable."""
         with self._cleared_lock:
             cleared, self._cleared = self._cleared, set()
-        if cleared:
-            conn.executemany(
-                "DELETE FROM orphan_blobs WHERE blob_id = ?", [(b,) for b in cleared]
-            )
+        refs.forget_orphans(conn, cleared)
         refs.forget_journalled(conn, self._blobs.take_materialized())
 
     # -- domains -----------------------------------------------------------------------------
@@ -330,10 +334,32 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
         )
 
     async def list_messages(self, mailbox_id: int) -> list[Message]:
+        found = await self._lookup(
+            lambda u: messages.list_messages(u, mailbox_id) if self._small(u, mailbox_id)
+            else None)
+        if found is not None:
+            return found
         return await self._read(lambda u: messages.list_messages(u, mailbox_id))
 
+    @staticmethod
+    def _small(unit: Unit, mailbox_id: int) -> bool:
+        """Is the mailbox small enough to be read whole as a lookup on the caller's thread?
+        (Not queued behind slow reads such as full-text searches on the reader thread.)"""
+        return mailboxes.require(unit, mailbox_id).message_count <= LOOKUP_MAILBOX
+
     async def get_messages(self, mailbox_id: int, uids: Sequence[int]) -> list[Message]:
+        if len(uids) <= LOOKUP_MESSAGES:
+            # A few rows by primary key (an IMAP FETCH of a screenful): a point lookup.
+            return await self._db.lookup(lambda u: messages.get_messages(u, mailbox_id, uids))
         return await self._read(lambda u: messages.get_messages(u, mailbox_id, uids))
+
+    async def snapshot_mailbox(self, mailbox_id: int) -> MailboxSnapshot:
+        found = await self._lookup(
+            lambda u: messages.snapshot_mailbox(u, mailbox_id) if self._small(u, mailbox_id)
+            else None)
+        if found is not None:
+            return found
+        return await self._read(lambda u: messages.snapshot_mailbox(u, mailbox_id))
 
     async def update_flags(
         self,
@@ -365,11 +391,17 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
 
     # -- change log and quota ----------------------------------------------------------------
     async def highest_modseq(self, account_id: int) -> int:
-        return await self._read(lambda u: changes.highest_modseq(u, account_id))
+        return await self._lookup(lambda u: changes.highest_modseq(u, account_id))
 
     async def changes_since(
         self, account_id: int, modseq: int, *, mailbox_id: int | None = None
     ) -> list[Change]:
+        # Usually none or a few (IMAP asks after every command): a point lookup; a longer
+        # list is read again on the reader thread.
+        few = await self._lookup(lambda u: changes.changes_since(
+            u, account_id, modseq, mailbox_id=mailbox_id, limit=LOOKUP_CHANGES + 1))
+        if len(few) <= LOOKUP_CHANGES:
+            return few
         return await self._read(
             lambda u: changes.changes_since(u, account_id, modseq, mailbox_id=mailbox_id)
         )
@@ -397,6 +429,10 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods):
     async def search_text(
         self, mailbox_id: int, query: str, *, scope: TextScope
     ) -> TextHits | None:
+        if textindex.phrase(query) is not None:
+            # indexing runs behind delivery: index this mailbox's pending documents first,
+            # so the answer comes from the index (textindex.Indexer)
+            await self._indexer.catch_up(mailbox_id)
         return await self._read(lambda u: textindex.search(u, mailbox_id, query, scope=scope))
 
     async def index_pending(self) -> int:

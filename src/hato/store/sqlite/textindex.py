@@ -16,13 +16,17 @@ span two pieces: None too.
 
 Kept current inside the units of work: ``store_doc`` runs in the unit that stores a message
 (append, deliver) and ``forget`` in the unit that drops a blob's last message (``refs.py``),
-so the index and the messages commit together. The text is extracted *before* the unit, in the
-blob writer's ``commit`` (a worker thread): ``TextCache`` keeps it until a unit stored it, so
-the database thread only runs the INSERTs. A document whose text is not at hand is stored
-*pending* and filled by the store's background indexer (``pending`` + ``fill``); the schema
-migration marks every existing blob pending, so an upgraded store is indexed in the
-background. Messages larger than ``MAX_INDEXED_SIZE`` are not indexed (*skipped*). Searches
-report pending and skipped messages as ``TextHits.unindexed``: the caller tests them itself.
+so the documents and the messages commit together. The *text* comes behind delivery: a new
+document is *pending*, and the store's background indexer (``Indexer``: ``pending`` +
+``fill``) extracts its text in a worker thread once deliveries pause (at most ``MAX_LAG``
+later) and stores it in batches; a search first indexes the pending documents of its mailbox
+(``Indexer.catch_up``), so its answer comes from the index. Receiving mail thus pays for no
+text extraction and no FTS5 insert (an SMTP "250" does not wait for them), and the index
+work of a burst runs in the lull after it. The schema migration marks every existing blob
+pending, so an upgraded store is indexed in the background. Messages larger than
+``MAX_INDEXED_SIZE`` are not indexed (*skipped*). Searches report skipped messages (and
+any stored after the catch-up, still pending) as ``TextHits.unindexed``: the caller tests
+them itself.
 
 Cost: the trigram postings take about 2.4 times the extracted text, and FTS5 keeps a copy of
 the text (needed to delete a row on SQLite 3.40; ``contentless_delete`` needs 3.43): on the
@@ -46,10 +50,8 @@ import logging
 import os
 import re
 import sqlite3
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from hato.core.errors import NotFound
@@ -64,11 +66,8 @@ MAX_INDEXED_SIZE = 16 * 1024 * 1024  # octets; larger messages are scanned at se
 MIN_QUERY = 3  # characters: the trigram tokenizer cannot look up anything shorter
 SEPARATOR = "\x1f"  # between pieces: a needle containing it is answered by a scan
 _UNSAFE = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates: not valid SQLite text
-# unit.memo keys: the writers' TextCache (set by the store), blob ids whose document the
-# unit stored (their cached text is dropped after the commit), "a document is pending".
-CACHE_KEY = "fulltext_cache"
-STORED_KEY = "fulltext_stored"
-PENDING_KEY = "fulltext_pending"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+PENDING_KEY = "fulltext_pending"  # unit.memo: the unit stored a pending document
 _CHUNK = 500  # document ids per IN (...) list, well under SQLite's variable limit
 
 _SCHEMA = (
@@ -98,31 +97,20 @@ def migrate(conn: sqlite3.Connection) -> None:
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A blob's text made ready for the index; ``text`` None: not indexable (too large or
-    unreadable), so searches scan it."""
+    unreadable), so searches scan it. ``columns``: the ``header`` and ``body`` values as
+    stored, computed with the text (off the database thread)."""
 
     text: SearchableText | None
-
-
-def prepare_file(path: Path, size: int | None = None) -> Prepared:
-    """Read and extract one message file (blocking: call it off the event loop)."""
-    try:
-        if size is None:
-            size = path.stat().st_size
-        if size > MAX_INDEXED_SIZE:
-            return Prepared(None)
-        data = path.read_bytes()
-    except OSError as exc:
-        event("store.fulltext.unreadable", level=logging.WARNING, error=exc.strerror)
-        return Prepared(None)
-    return _extracted(data)
+    columns: tuple[str, str] = ("", "")
 
 
 def prepare_blob(open_blob: Callable[[str], BinaryIO], blob_id: str) -> Prepared:
     """Read and extract a stored blob (blocking); a blob gone or unreadable is not indexable."""
     try:
-        with open_blob(blob_id) as f:
-            if os.fstat(f.fileno()).st_size > MAX_INDEXED_SIZE:
+        with open_blob(blob_id) as f:  # a file, or a body still in memory (blobs.py)
+            if f.seek(0, os.SEEK_END) > MAX_INDEXED_SIZE:
                 return Prepared(None)
+            f.seek(0)
             data = f.read()
     except (NotFound, OSError):
         return Prepared(None)
@@ -131,49 +119,32 @@ def prepare_blob(open_blob: Callable[[str], BinaryIO], blob_id: str) -> Prepared
 
 def _extracted(data: bytes) -> Prepared:
     try:
-        return Prepared(extract(data))
+        text = extract(data)
     except (RecursionError, MemoryError, ValueError) as exc:  # the codec promises none
         event("store.fulltext.unextractable", level=logging.WARNING, error=repr(exc))
         return Prepared(None)
-
-
-class TextCache:
-    """Text extracted by blob writers, kept until a unit of work has stored it (thread-safe:
-    writers put from worker threads, units read on the database thread)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: dict[str, Prepared] = {}
-
-    def prepare(self, blob_id: str, path: Path, size: int) -> None:
-        with self._lock:
-            if blob_id in self._items:
-                return  # the same content is waiting already
-        prepared = prepare_file(path, size)
-        with self._lock:
-            self._items[blob_id] = prepared
-
-    def get(self, blob_id: str) -> Prepared | None:
-        with self._lock:
-            return self._items.get(blob_id)
-
-    def discard(self, blob_id: str) -> None:
-        with self._lock:
-            self._items.pop(blob_id, None)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
+    return Prepared(text, (_column(text.header), _column(text.body)))
 
 
 def _column(pieces: Sequence[str]) -> str:
-    return _UNSAFE.sub(SEPARATOR, SEPARATOR.join(pieces))
+    """The pieces joined by ``SEPARATOR``, with what SQLite text cannot hold replaced by it
+    (NUL, lone surrogates). Fast paths: ``in``, ``isascii`` and a UTF-8 encode are C loops,
+    the regex (much slower over 100 KB) runs only on text that has a lone surrogate."""
+    joined = SEPARATOR.join(pieces)
+    if "\x00" in joined:
+        joined = joined.replace("\x00", SEPARATOR)
+    if not joined.isascii():
+        try:
+            joined.encode("utf-8")
+        except UnicodeEncodeError:
+            joined = _SURROGATE.sub(SEPARATOR, joined)
+    return joined
 
 
-def _insert_text(conn: sqlite3.Connection, doc_id: int, text: SearchableText) -> None:
+def _insert_text(conn: sqlite3.Connection, doc_id: int, prepared: Prepared) -> None:
+    header, body = prepared.columns
     conn.execute(
-        "INSERT INTO fulltext (rowid, header, body) VALUES (?, ?, ?)",
-        (doc_id, _column(text.header), _column(text.body)),
+        "INSERT INTO fulltext (rowid, header, body) VALUES (?, ?, ?)", (doc_id, header, body)
     )
 
 
@@ -192,16 +163,13 @@ def store_doc(unit: Unit, blob_id: str, prepared: Prepared | None) -> None:
         "INSERT INTO fulltext_docs (blob_id, state) VALUES (?, ?) RETURNING id", (blob_id, state)
     ).fetchone()
     if prepared is not None and prepared.text is not None:
-        _insert_text(conn, int(doc_id), prepared.text)
+        _insert_text(conn, int(doc_id), prepared)
 
 
 def stored(unit: Unit, blob_id: str) -> None:
-    """Called by every unit that stores a message for ``blob_id`` (append, deliver)."""
-    cache = unit.memo.get(CACHE_KEY)
-    prepared = cache.get(blob_id) if isinstance(cache, TextCache) else None
-    store_doc(unit, blob_id, prepared)
-    stored_ids: list[str] = unit.memo.setdefault(STORED_KEY, [])
-    stored_ids.append(blob_id)
+    """Called by every unit that stores a message for ``blob_id`` (append, deliver): its
+    document, pending (the indexer extracts the text behind delivery)."""
+    store_doc(unit, blob_id, None)
 
 
 def forget(conn: sqlite3.Connection, blob_id: str) -> None:
@@ -211,6 +179,19 @@ def forget(conn: sqlite3.Connection, blob_id: str) -> None:
     ).fetchone()
     if row is not None and int(row[1]) == INDEXED:
         conn.execute("DELETE FROM fulltext WHERE rowid = ?", (int(row[0]),))
+
+
+def forget_many(conn: sqlite3.Connection, blob_ids: Sequence[str]) -> None:
+    """``forget`` for many blobs, one statement per 500 of them (refs.dropped)."""
+    for start in range(0, len(blob_ids), 500):
+        chunk = blob_ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows = conn.execute(
+            f"DELETE FROM fulltext_docs WHERE blob_id IN ({marks}) RETURNING id, state", chunk
+        ).fetchall()
+        indexed = [(int(r[0]),) for r in rows if int(r[1]) == INDEXED]
+        if indexed:
+            conn.executemany("DELETE FROM fulltext WHERE rowid = ?", indexed)
 
 
 def phrase(query: str) -> str | None:
@@ -261,12 +242,21 @@ def search(unit: Unit, mailbox_id: int, query: str, *, scope: TextScope) -> Text
     return TextHits(uids=frozenset(uids), unindexed=frozenset(int(r[0]) for r in unindexed))
 
 
-def pending(unit: Unit, *, limit: int) -> list[tuple[int, str]]:
-    """Up to ``limit`` pending documents: (document id, blob id)."""
-    rows = unit.conn.execute(
-        "SELECT id, blob_id FROM fulltext_docs WHERE state != 0 AND state = ? LIMIT ?",
-        (PENDING, limit),
-    )
+def pending(unit: Unit, *, limit: int, mailbox_id: int | None = None) -> list[tuple[int, str]]:
+    """Up to ``limit`` pending documents (of one mailbox's messages, if given): (document
+    id, blob id)."""
+    if mailbox_id is None:
+        rows = unit.conn.execute(
+            "SELECT id, blob_id FROM fulltext_docs WHERE state != 0 AND state = ? LIMIT ?",
+            (PENDING, limit),
+        )
+    else:
+        rows = unit.conn.execute(
+            "SELECT DISTINCT d.id, d.blob_id FROM fulltext_docs AS d CROSS JOIN messages AS m "
+            "WHERE d.state != 0 AND d.state = ? AND m.blob_id = d.blob_id AND m.mailbox_id = ? "
+            "LIMIT ?",
+            (PENDING, mailbox_id, limit),
+        )
     return [(int(r[0]), str(r[1])) for r in rows]
 
 
@@ -281,7 +271,7 @@ def fill(unit: Unit, prepared: Sequence[tuple[int, Prepared]]) -> int:
             (state, doc_id, PENDING),
         ).rowcount
         if changed and item.text is not None:
-            _insert_text(conn, doc_id, item.text)
+            _insert_text(conn, doc_id, item)
             count += 1
     return count
 
@@ -300,10 +290,18 @@ class Indexer:
     find them, a worker thread to extract their text, a write unit to store it).
 
     Runs as one asyncio task on the store's event loop, started at open and whenever a unit
-    stored a pending document; ``run`` indexes everything pending now (tests, operators).
+    stored a pending document. Indexing comes *behind* delivery: a pass starts once no unit
+    stored a pending document for ``QUIET`` seconds (a burst of mail is stored first, its
+    text indexed in the lull after it), or once it has waited ``MAX_LAG`` seconds; a batch
+    holds at most ``BATCH`` documents and ``BATCH_BYTES`` of text, so a delivery never waits
+    long behind one. ``run`` indexes everything pending now, and ``catch_up`` the pending
+    documents of one mailbox (a search calls it first, so its answer comes from the index).
     """
 
     BATCH = 64
+    BATCH_BYTES = 2 << 20  # octets of message text per write unit
+    QUIET = 0.25  # seconds without new pending documents before a background pass
+    MAX_LAG = 10.0  # seconds a background pass waits for quiet at most
 
     def __init__(
         self,
@@ -318,6 +316,8 @@ class Indexer:
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._stopped = False
+        self._last_kick = 0.0  # loop time of the last kick
+        self._lock = asyncio.Lock()  # one pass at a time: no document is extracted twice
 
     def start(self) -> None:
         """On the event loop, after the database is open."""
@@ -328,10 +328,12 @@ class Indexer:
         """Index what is pending, soon (on the event loop)."""
         if self._stopped:
             return
+        loop = asyncio.get_running_loop()
+        self._last_kick = loop.time()
         if self._task is not None and not self._task.done():
             self._again = True  # the running pass looks once more before it ends
             return
-        self._task = asyncio.get_running_loop().create_task(self._background())
+        self._task = loop.create_task(self._background())
 
     def kick_threadsafe(self) -> None:
         """``kick`` from another thread (the database thread's on-commit hook)."""
@@ -351,7 +353,7 @@ class Indexer:
         try:
             while True:
                 self._again = False
-                done = await self.run()
+                done = await self._pass(background=True)
                 if done:
                     event("store.fulltext.indexed", documents=done)
                 if not self._again:
@@ -361,15 +363,49 @@ class Indexer:
         except Exception as exc:  # the next kick (or start) tries again
             event("store.fulltext.failed", level=logging.ERROR, error=repr(exc))
 
+    async def _quiet(self, since: float) -> None:
+        """Wait until no pending document came for ``QUIET`` seconds, or until ``MAX_LAG``
+        seconds after ``since``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            wait = min(self._last_kick + self.QUIET, since + self.MAX_LAG) - now
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
     async def run(self) -> int:
         """Index every pending document; returns how many got text."""
+        return await self._pass(background=False)
+
+    async def catch_up(self, mailbox_id: int) -> int:
+        """Index the pending documents of one mailbox's messages (before a search)."""
+        return await self._pass(background=False, mailbox_id=mailbox_id)
+
+    async def _pass(self, *, background: bool, mailbox_id: int | None = None) -> int:
         total = 0
+        since = asyncio.get_running_loop().time()
         while True:
-            todo = await self._read(lambda u: pending(u, limit=self.BATCH))
-            if not todo:
-                return total
-            prepared = await asyncio.to_thread(self._prepare, todo)
-            total += await self._write(functools.partial(fill, prepared=prepared))
+            if background:
+                await self._quiet(since)
+            async with self._lock:
+                todo = await self._read(
+                    lambda u: pending(u, limit=self.BATCH, mailbox_id=mailbox_id)
+                )
+                if not todo:
+                    return total
+                prepared = await asyncio.to_thread(self._prepare, todo)
+                total += await self._write(functools.partial(fill, prepared=prepared))
 
     def _prepare(self, todo: Sequence[tuple[int, str]]) -> list[tuple[int, Prepared]]:
-        return [(doc_id, prepare_blob(self._open_blob, blob_id)) for doc_id, blob_id in todo]
+        """Extract the text of the first documents of ``todo``, up to ``BATCH_BYTES`` of
+        text (at least one); the others stay pending for the next batch."""
+        out: list[tuple[int, Prepared]] = []
+        size = 0
+        for doc_id, blob_id in todo:
+            item = prepare_blob(self._open_blob, blob_id)
+            out.append((doc_id, item))
+            size += len(item.columns[0]) + len(item.columns[1])
+            if size >= self.BATCH_BYTES:
+                break
+        return out
