@@ -1,19 +1,25 @@
 """Benchmark: outbound throughput, Hato's queue runner vs Debian Postfix, to Postfix's smtp-sink.
 
 Both relay the same load (N messages of 2 KB, one recipient each) to one ``smtp-sink`` on
-127.0.0.3, in the same run. Each starts with its whole load already queued, so only the
-sending side is timed:
+127.0.0.3, in the same run. Each starts with its whole load already queued and durable, so
+only the sending side is timed:
 
-* Hato: N queue entries are stored (``MailStore.enqueue``), then a ``QueueRunner`` (transport
-  override to the sink, 10 connections to the destination, connection reuse) is started; the
-  clock stops when every entry is DELIVERED (state change committed per message).
+* Hato: N queue entries are stored (``MailStore.enqueue``), the blob janitor is flushed and
+  one write absorbs its journal cleanup; then a ``QueueRunner`` (transport override to the
+  sink, 10 connections to the destination) is started; the clock stops when every entry is
+  DELIVERED (committed).
 * Postfix: a private instance (``tests/smtp/postfixkit.py``) receives the N messages with
   ``smtp-source`` while ``header_checks`` puts them on hold; then ``postsuper -H ALL`` and
   ``postqueue -f`` release them and the clock stops when the log holds N ``status=sent``
   (relayhost = the sink, destination concurrency 10, connection cache on).
 
+Beside msg/s it prints the CPU time per message spent while sending: every thread of this
+process for Hato, Postfix's master with its daemons and reaped children for Postfix (Linux
+``/proc``). ``--hato-only`` runs Hato alone and prints its CPU by thread; ``--profile FILE``
+does that under cProfile (the event loop thread, ``time.thread_time``).
+
 Usage (as root, from the project root):
-    PYTHONPATH=src python3 bench/smtp_send.py [--messages 1000]
+    PYTHONPATH=src python3 bench/smtp_send.py [--messages 1000] [--hato-only] [--profile F]
 Prints a Markdown table row for docs/benchmarks.md.
 """
 
@@ -125,7 +131,10 @@ async def hato_run(
             sql = "SELECT count(*) FROM queue WHERE state NOT IN (?, ?)"
             return int(unit.conn.execute(sql, final).fetchone()[0])
 
+        deadline = time.monotonic() + 600
         while await store._read(live):
+            if time.monotonic() > deadline:
+                raise RuntimeError("hato did not send every message")
             await asyncio.sleep(0.02)
         elapsed = time.monotonic() - started
         if profiler is not None:

@@ -178,8 +178,12 @@ def test_index_answers_are_reused_and_newer_messages_tested(
     assert asked == ["walrus", "walrus"]
     env.deliver(env.message("three", "a walrus again\r\n"))
     _ok(client.noop())  # RFC 9051 §7.4.1: now the session knows message 3 (EXISTS)
+    reads = _Reads(env, monkeypatch)
     assert _ok(client.search(None, "TEXT", "walrus")) == [b"1 3"]  # tested here
     assert asked == ["walrus", "walrus"]
+    assert reads.count == 1  # message 3, read whole
+    assert _ok(client.search(None, "TEXT", "walrus")) == [b"1 3"]
+    assert reads.count == 1  # its answer is cached
     _ok(client.store("1", "+FLAGS", "(\\Deleted)"))
     _ok(client.expunge())
     assert _ok(client.search(None, "TEXT", "walrus")) == [b"2"]

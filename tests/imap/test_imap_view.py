@@ -25,6 +25,7 @@ from imap_harness import EnvFactory
 from hato.codec.imap.bodystructure import envelope_of
 from hato.codec.mime import parse_message
 from hato.servers.imap import fetch
+from hato.servers.imap import selected as selected_module
 from hato.servers.imap.cache import ContentCache
 from hato.servers.imap.selected import FlagSets, Selected, flags_fetch, open_selected
 from hato.store.model import FlagOp, Message
@@ -252,3 +253,85 @@ def test_envelope_reads_the_header_only_and_is_cached(
     expected = envelope_of(parse_message(big), big)
     assert b"ENVELOPE " + expected in first[0]
     assert env.service.content_cache.hits >= 1
+
+
+def _select_state(client: Any, mailbox: str = "INBOX") -> tuple[Any, ...]:
+    typ, data = client.select(mailbox)
+    assert typ == "OK", data
+    responses = {name: client.untagged_responses.get(name) for name in
+                 ("EXISTS", "UNSEEN", "HIGHESTMODSEQ", "UIDNEXT", "FLAGS")}
+    typ, fetched = client.fetch("1:*", "(UID FLAGS MODSEQ)")
+    assert typ == "OK", fetched
+    return responses, fetched
+
+
+def test_select_from_a_kept_view_equals_a_fresh_one(
+    imap_env: EnvFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SELECT of a big mailbox copies the view kept from the last SELECT and applies the
+    change log since (flags, expunges, new messages): the same answers as reading the mailbox
+    afresh (RFC 9051 §6.3.2, RFC 7162 §3.1.2.1 HIGHESTMODSEQ)."""
+    monkeypatch.setattr(selected_module, "KEEP_VIEW_ABOVE", 0)
+    env = imap_env()
+    for n in range(6):
+        env.deliver(env.message(f"m{n}"))
+    first = env.client()
+    _select_state(first)  # keeps the view
+    other = env.client()
+    other.select("INBOX")
+    other.store("1", "+FLAGS", "(\\Seen $Work)")
+    other.store("2", "+FLAGS", "(\\Deleted)")
+    other.expunge()
+    other.append("INBOX", "(\\Flagged)", None, env.message("new"))
+    snapshots: list[int] = []
+    original = env.store.snapshot_mailbox
+
+    async def counting(mailbox_id: int) -> Any:
+        snapshots.append(mailbox_id)
+        return await original(mailbox_id)
+
+    monkeypatch.setattr(env.store, "snapshot_mailbox", counting)
+    kept = _select_state(env.client())
+    assert snapshots == []  # the kept view, brought up to date from the change log
+    env.service.content_cache.views = type(env.service.content_cache.views)()
+    fresh = _select_state(env.client())
+    assert len(snapshots) == 1
+    assert kept == fresh
+    assert kept[0]["EXISTS"] == [b"6"]
+
+
+def test_flag_resync_from_columns_matches_the_message_path(
+    imap_env: EnvFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``UID FETCH 1:* (FLAGS)`` over most of a mailbox is rendered from one column read: the
+    same responses as message by message (RFC 9051 §7.5.2, \\Recent for IMAP4rev1, RFC 7162
+    CHANGEDSINCE and MODSEQ, RFC 5530 EXPUNGEISSUED for a message expunged elsewhere)."""
+    env = imap_env()
+    for n in range(8):
+        env.deliver(env.message(f"m{n}"))
+    writer = env.client()
+    writer.select("INBOX")
+    writer.store("2,5", "+FLAGS", "(\\Seen $Work)")
+    readers = [env.client(), env.client()]
+    for reader in readers:
+        reader.select("INBOX")
+    writer.store("3", "+FLAGS", "(\\Deleted)")
+    writer.expunge()  # the readers are not told before their FETCH ends (RFC 9051 §7.5.1)
+    commands = [("FETCH", "1:*", "(FLAGS)"), ("FETCH", "2:*", "(UID FLAGS MODSEQ)"),
+                ("FETCH", "1:*", "(FLAGS) (CHANGEDSINCE 3)")]
+
+    def answers(reader: Any) -> list[Any]:
+        out = []
+        for command in commands:
+            typ, data = reader.uid(*command)
+            out.append((typ, data, reader.untagged_responses.pop("OK", None)))
+        return out
+
+    monkeypatch.setattr(fetch, "COLUMN_FETCH_MIN", 10**9)
+    by_message = answers(readers[0])
+    monkeypatch.setattr(fetch, "COLUMN_FETCH_MIN", 1)
+    by_column = answers(readers[1])
+    assert by_column == by_message
+    assert b"3 (UID 4 FLAGS" in b" ".join(by_column[0][1])  # sequence numbers of the view
+    assert readers[0].transcript.count(b"[EXPUNGEISSUED]") == 3
+    assert readers[1].transcript.count(b"[EXPUNGEISSUED]") == 3

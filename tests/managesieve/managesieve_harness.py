@@ -17,7 +17,7 @@ from hato.ops.tls import make_self_signed
 from hato.policy.authn import Authenticator, LockoutPolicy, make_credentials
 from hato.servers.base import Listener, TlsMode
 from hato.servers.managesieve import ManageSieveServer, ManageSieveSettings
-from hato.servers.tls import server_context
+from hato.servers.tls import server_context, starttls_context
 from hato.store.model import Account, SieveScript
 from hato.store.sqlite import SqliteStore, open_store
 
@@ -118,6 +118,7 @@ def sieve_env_factory(tmp_path: Path) -> Iterator[EnvFactory]:
                 store=store,
                 authenticator=auth,
                 tls_context=server_context(cert, key),
+                starttls_context=starttls_context(cert, key),
             )
             await server.start()
             ports = {listener.tls: addr[1] for listener, addr in server.addresses}

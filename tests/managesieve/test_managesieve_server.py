@@ -295,3 +295,15 @@ def test_bob_logs_in_separately(sieve_env: Any) -> None:
     assert command(talk, b'PUTSCRIPT "b" "keep;"\r\n') == [b"OK\r\n"]
     assert [s.name for s in env.scripts(env.bob)] == ["b"] and env.scripts() == []
     talk.close()
+
+
+def test_stop_says_bye_to_idle_sessions(sieve_env: Any) -> None:
+    env = sieve_env(demo=True)
+    talk = logged_in(env)
+    started = time.monotonic()
+    env.call(env.server.stop(timeout=30))
+    assert time.monotonic() - started < 5  # a session waiting for a command ends now
+    # RFC 5804 §1.2: BYE when the server closes the connection; TRYLATER (§1.3)
+    assert talk.line() == b'BYE (TRYLATER) "server shutting down, try again later"\r\n'
+    assert talk.line() == b""
+    talk.close()

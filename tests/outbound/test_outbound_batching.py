@@ -16,7 +16,7 @@ from outbound_sink import Sink
 
 from dnsserver import DnsServer
 from hato.core.clock import FixedClock
-from hato.core.errors import Conflict, NotFound, UsageError
+from hato.core.errors import Conflict, NotFound, TemporaryStoreError, UsageError
 from hato.outbound.settler import Outcome, Settler
 from hato.store.model import BlobRef, Credentials, DeliveryTarget
 from hato.store.queue import (
@@ -272,6 +272,35 @@ def test_one_connection_many_transactions_rset_only_when_left_open(tmp_path: Pat
                 "c@remote.test",
             ]
             assert runner._settler.batches < 4  # outcomes written together
+        finally:
+            await sink.stop()
+
+    _scenario(tmp_path, body)
+
+
+def test_outcomes_lost_before_their_commit_are_resent_not_lost(tmp_path: Path) -> None:
+    """RFC 5321 §6.1: a settle batch that never committed (a crash, a failed write) leaves
+    its entries ACTIVE; the next start puts them back to QUEUED and they go out again."""
+
+    async def body(world: World, port: int) -> None:
+        sink = await Sink("127.0.0.2", port).start()
+        try:
+            for rcpt in ("a@remote.test", "b@remote.test"):
+                await world.queue([rcpt])
+            real = world.store.update_queue_many
+
+            async def failing(changes: Any) -> list[Any]:
+                raise TemporaryStoreError("disk went away")
+
+            world.store.update_queue_many = failing  # type: ignore[method-assign]
+            await world.make_runner(per_destination=1).run_once()
+            assert len(sink.delivered) == 2
+            assert {e.state for e in await world.store.list_queue()} == {QueueState.ACTIVE}
+            world.store.update_queue_many = real  # type: ignore[method-assign]
+            assert await world.store.recover_queue() == 2  # what a restart does first
+            await world.make_runner(per_destination=1).run_once()
+            assert {e.state for e in await world.store.list_queue()} == {QueueState.DELIVERED}
+            assert len(sink.delivered) == 4  # sent twice: duplicates, never a loss
         finally:
             await sink.stop()
 

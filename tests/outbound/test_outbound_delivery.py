@@ -224,6 +224,8 @@ def test_connection_reused_and_chunking_used(tmp_path: Path) -> None:
             await world.make_runner(per_destination=1).run_once()
             assert len(sink.sessions) == 1 and len(sink.delivered) == 3
             assert {t.command for t in sink.delivered} == {"BDAT"}
+            # each later transaction was sent ahead with the BDAT LAST before it, after an
+            # RSET (RFC 3030 §2 leaves the state after a refused BDAT LAST open)
             assert sink.sessions[0].commands.count("RSET") == 2
         finally:
             await sink.stop()

@@ -96,3 +96,37 @@ def test_starttls_delivery_to_postfix(tmp_path: Path) -> None:
         assert "status=sent (delivered to maildir)" in log
     finally:
         postfix.stop()
+
+
+def test_several_messages_on_one_connection_to_postfix(tmp_path: Path) -> None:
+    """Real Postfix smtpd (PIPELINING, CHUNKING): each message's BDAT LAST travels with the
+    next transaction's RSET, MAIL and RCPT (RFC 2920 §3.1, RFC 3030 §2); all arrive."""
+    postfix, maildir = start_postfix(tmp_path)
+    try:
+
+        async def main() -> None:
+            zone = {"pf.test": {"MX": [(10, "mx.pf.test")]}, "mx.pf.test": {"A": ["127.0.0.1"]}}
+            with DnsServer(zone) as dns:
+                world: World = await open_world(tmp_path, dns, port=postfix.port, mta_sts=False)
+                try:
+                    for n in range(4):
+                        await world.queue([f"user{n}@pf.test"])
+                    await world.make_runner(per_destination=1).run_once()
+                    entries = await world.store.list_queue()
+                    assert [e.state for e in entries] == [QueueState.DELIVERED] * 4, entries
+                    for entry in entries:
+                        reply = entry.recipients[0].reply
+                        assert reply is not None and "queued as" in reply
+                finally:
+                    await world.store.close()
+
+        asyncio.run(main())
+        deadline = time.monotonic() + 20
+        while len(maildir_messages(maildir)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(maildir_messages(maildir)) == 4
+        log = postfix.read_log()
+        # one session carried all four; RSET only in the groups sent ahead after BDAT LAST
+        assert "mail=4 rcpt=4 bdat=4 rset=3 quit=1" in log
+    finally:
+        postfix.stop()

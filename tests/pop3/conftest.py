@@ -1,10 +1,12 @@
 """A running POP3 server on loopback (ephemeral ports) over a real SQLite store, for blocking
-clients (poplib, fetchmail, getmail): the server's event loop runs in a background thread."""
+clients (poplib, fetchmail, getmail): the server's event loop runs in a background thread.
+Also puts ``tests/`` on ``sys.path`` (``starttls_kit``)."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -18,9 +20,13 @@ from hato.ops.tls import make_self_signed
 from hato.policy.authn import Authenticator, LockoutPolicy, make_credentials
 from hato.servers.base import Listener, TlsMode
 from hato.servers.pop3 import Pop3Server, Pop3Settings
-from hato.servers.tls import server_context
+from hato.servers.tls import server_context, starttls_context
 from hato.store.model import Account, DeliveryTarget
 from hato.store.sqlite import SqliteStore, open_store
+
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
 
 T = TypeVar("T")
 ALICE = "alice@example.org"
@@ -126,6 +132,7 @@ def pop3_env(tmp_path: Path) -> Iterator[EnvFactory]:
                 store=store,
                 authenticator=auth,
                 tls_context=server_context(cert, key),
+                starttls_context=starttls_context(cert, key),
             )
             await server.start()
             ports = {listener.tls: addr[1] for listener, addr in server.addresses}

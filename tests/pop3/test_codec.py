@@ -227,3 +227,61 @@ def test_fuzz_dot_stuffing_round_trip(body: bytes, cuts: list[int]) -> None:
     unstuffed = b"\r\n".join(line[1:] if line.startswith(b".") else line for line in lines[:-2])
     expected = body if body.endswith(b"\r\n") or not body else body + b"\r\n"
     assert (unstuffed + b"\r\n" if lines[:-2] else b"") == expected
+
+
+def test_bare_line_feeds_are_sent_as_crlf() -> None:
+    # RFC 1939 §3: every line of a multi-line response ends with CRLF, and the response with
+    # the five octets CRLF.CRLF, even for a message stored with bare LFs (IMAP APPEND).
+    message = b"Subject: lf\n\n.dot\nbody\r\nlast\n"
+    expected = b"Subject: lf\r\n\r\n..dot\r\nbody\r\nlast\r\n.\r\n"
+    for cut in range(len(message) + 1):
+        assert stuff([message[:cut], message[cut:]]) == expected, cut
+    assert stuff([b"no end\r"]) == b"no end\r\r\n.\r\n"
+    assert stuff([b"a\r", b"\n", b"b\n"]) == b"a\r\nb\r\n.\r\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=4))
+def test_fuzz_dot_stuffing_any_bytes(body: bytes, cuts: list[int]) -> None:
+    points = sorted({0, len(body), *(c for c in cuts if c <= len(body))})
+    wire = stuff([body[a:b] for a, b in itertools.pairwise(points)])
+    # RFC 1939 §3: CRLF line ends only, and the response ends with CRLF.CRLF (or is ".CRLF").
+    assert wire.count(b"\n") == wire.count(b"\r\n")
+    assert wire.endswith(b"\r\n.\r\n") or wire == b".\r\n"
+    lines = wire.split(b"\r\n")[:-2]
+    assert all(line != b"." for line in lines)  # no line ends the response early
+    unstuffed = b"\r\n".join(line[1:] if line.startswith(b".") else line for line in lines)
+    normalised = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if body and not normalised.endswith(b"\r\n"):
+        normalised += b"\r\n"
+    assert (unstuffed + b"\r\n" if lines else b"") == normalised
+
+
+_VCHAR = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    keyword=st.sampled_from(sorted(pop3.COMMANDS)),
+    upper=st.lists(st.booleans(), min_size=4, max_size=4),
+    args=st.lists(_VCHAR, max_size=3),
+    state=st.sampled_from([A, T]),
+)
+def test_fuzz_well_formed_commands(
+    keyword: str, upper: list[bool], args: list[str], state: State
+) -> None:
+    """RFC 2449 §3: keyword *(SP param), keywords case-insensitive, params 1*VCHAR: a
+    well-formed line is accepted exactly when the state table and argument counts allow it."""
+    spelled = "".join(c if up else c.lower() for c, up in zip(keyword, upper, strict=False))
+    line = " ".join([spelled, *args]).encode()
+    spec = pop3.COMMANDS[keyword]
+    allowed = state in spec.states and spec.min_args <= len(args) <= spec.max_args
+    if spec.rest_of_line:
+        allowed = state in spec.states and bool(args)
+    if not allowed:
+        with pytest.raises(pop3.Pop3Error):
+            pop3.parse_command(line, state)
+        return
+    command = pop3.parse_command(line, state)
+    expected = (" ".join(args),) if spec.rest_of_line else tuple(args)
+    assert command == Command(keyword, expected)

@@ -314,3 +314,76 @@ def test_stop_closes_sessions_and_keeps_mail(pop3_env: Any) -> None:
         with pytest.raises((poplib.error_proto, OSError, EOFError, ssl.SSLError)):
             client.quit()
     assert env.inbox_uids() == [uid]
+
+
+def test_stop_ends_idle_sessions_at_once(pop3_env: Any) -> None:
+    env = pop3_env(demo=True)
+    uid = env.deliver(env.message("kept"))
+    with connect(env, TlsMode.NONE) as client:
+        login(client, env)
+        client.dele(1)
+        started = time.monotonic()
+        env.call(env.server.stop(timeout=30))
+        assert time.monotonic() - started < 5  # a session waiting for a command ends now
+        # RFC 1939 §3, §6: closed without a response and without UPDATE
+        assert client.sock.recv(100) == b""
+    assert env.inbox_uids() == [uid]
+
+
+def test_connection_accepted_while_stopping_gets_no_session(pop3_env: Any) -> None:
+    """A socket accepted before stop() whose implicit-TLS handshake ends after it is closed,
+    not served by a session that outlives the service."""
+    env = pop3_env()
+    raw = socket.create_connection(("127.0.0.1", env.ports[TlsMode.IMPLICIT]), timeout=10)
+    time.sleep(0.2)  # accepted; the server waits for the ClientHello
+    env.call(env.server.stop(timeout=0.2))
+    data = b"not read"
+    try:
+        with env.client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+            data = tls.recv(100)
+    except (ssl.SSLError, OSError):
+        data = b""
+    finally:
+        raw.close()
+    assert data == b""  # no greeting: closed
+
+
+def test_capabilities_are_the_same_in_both_states(pop3_env: Any) -> None:
+    """RFC 2449 §5: capabilities available in AUTHORIZATION MUST be announced in both states
+    (STLS excepted, RFC 2595 §8: AUTHORIZATION only); RFC 5034 §3: SASL stays after login."""
+    env = pop3_env()
+    with connect(env, TlsMode.STARTTLS) as client:
+        # RFC 1939 §7, RFC 2449 §6: no APOP, so no timestamp in the greeting.
+        assert b"<" not in client.getwelcome()
+        assert "STLS" in client.capa()
+        client.stls(env.client_context())
+        before = client.capa()
+        login(client, env)
+        assert client.capa() == before
+    assert before["EXPIRE"] == ["NEVER"]  # RFC 2449 §6.7: nothing is deleted on its own
+    assert before["IMPLEMENTATION"] == ["Hato"]  # RFC 2449 §6.9
+    assert "LOGIN-DELAY" not in before and "STLS" not in before
+    assert set(before) == {
+        "TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "EXPIRE", "USER", "SASL",
+        "IMPLEMENTATION",
+    }
+
+
+def test_message_with_bare_line_feeds_is_sent_with_crlf(pop3_env: Any) -> None:
+    """RFC 1939 §3: every line of a multi-line response ends with CRLF, and the response
+    with CRLF.CRLF, also for a message stored with bare LFs."""
+    env = pop3_env(demo=True)
+    env.deliver(b"Subject: lf\n\n.dot\nlast line")
+    with socket.create_connection(("127.0.0.1", env.ports[TlsMode.NONE]), timeout=10) as raw:
+        reader = raw.makefile("rb")
+        reader.readline()
+        raw.sendall(f"USER {ALICE}\r\nPASS {env.password}\r\nRETR 1\r\nTOP 1 0\r\n".encode())
+        assert reader.readline().startswith(b"+OK send PASS")
+        assert reader.readline().startswith(b"+OK maildrop has 1")
+        assert reader.readline().startswith(b"+OK")
+        lines = [reader.readline() for _ in range(5)]
+        assert lines == [b"Subject: lf\r\n", b"\r\n", b"..dot\r\n", b"last line\r\n", b".\r\n"]
+        assert reader.readline().startswith(b"+OK")
+        # RFC 1939 §7: TOP n=0 sends the header and the blank line after it.
+        assert [reader.readline() for _ in range(3)] == [b"Subject: lf\r\n", b"\r\n", b".\r\n"]
+        reader.close()

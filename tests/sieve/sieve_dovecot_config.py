@@ -104,7 +104,7 @@ def programs_from_config(cfg: Mapping[str, str]) -> ProgramSettings:
         timeout = float(_interval(cfg.get(f"sieve_{kind}_exec_timeout", "10s"))) or NO_TIMEOUT
         eol = cfg.get(f"sieve_{kind}_input_eol", "crlf")
         kinds[kind] = ProgramDirectory(directory, timeout, eol if eol in ("crlf", "lf") else "crlf")
-    return ProgramSettings(**kinds)
+    return ProgramSettings(pipe=kinds["pipe"], filter=kinds["filter"], execute=kinds["execute"])
 
 
 def ext_lists_from_config(cfg: Mapping[str, str]) -> StaticLists:

@@ -150,8 +150,9 @@ class Harness:
         return limits_from_config(self.config)
 
     def outer_limits(self) -> SieveLimits:
-        """The .svtest file's own run: the CPU limit is for the scripts it runs."""
-        return dataclasses.replace(self.limits(), max_cpu_time=0)
+        """The .svtest file's own run: the CPU and program-run limits are for the scripts
+        it runs."""
+        return dataclasses.replace(self.limits(), max_cpu_time=0, max_program_runs=1000)
 
     def ext_lists(self) -> StaticLists:
         return ext_lists_from_config(self.config)

@@ -111,6 +111,12 @@ class SieveConfig:
         doc="Offer Pigeonhole's vnd.dovecot.report extension: scripts may send RFC 5965 "
         "abuse feedback reports about a message.",
     )
+    debug_log: bool = setting(
+        False,
+        Flag(),
+        doc="Offer Pigeonhole's vnd.dovecot.debug extension: debug_log writes the script's "
+        "text to the log (at debug level).",
+    )
     vacation_check_recipient: bool = setting(
         True,
         Flag(),
@@ -183,4 +189,10 @@ def sieve_settings(config: SieveConfig, *, hostname: str) -> SieveSettings:
         filter=kind(config.filter_dir),
         execute=kind(config.execute_dir),
     )
-    return SieveSettings(limits=limits, programs=programs, report=config.report, hostname=hostname)
+    return SieveSettings(
+        limits=limits,
+        programs=programs,
+        report=config.report,
+        debug_log=config.debug_log,
+        hostname=hostname,
+    )

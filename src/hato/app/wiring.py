@@ -37,7 +37,7 @@ from hato.servers.managesieve import ManageSieveServer, ManageSieveSettings
 from hato.servers.pop3 import Pop3Server, Pop3Settings
 from hato.servers.smtp import SmtpListener, SmtpSettings
 from hato.servers.smtp_inbound import InboundSmtpService
-from hato.servers.tls import server_context
+from hato.servers.tls import server_context, starttls_context
 from hato.store.api import MailStore, ReportStore
 from hato.web.autoconfig import MailPorts
 from hato.web.mtasts import MtaStsPolicy
@@ -45,11 +45,13 @@ from hato.web.service import WebService
 from hato.web.settings import WebSettings
 
 
-def tls_context(config: Config) -> ssl.SSLContext | None:
-    """The one server TLS context, or None when no certificate is configured."""
+def tls_context(config: Config, *, starttls: bool = False) -> ssl.SSLContext | None:
+    """The server TLS context, or None when no certificate is configured; ``starttls``: the
+    one for STARTTLS upgrades, without TLS 1.3 session tickets (hato.servers.tls)."""
     if config.tls.cert is None or config.tls.key is None:
         return None
-    return server_context(config.tls.cert, config.tls.key)
+    make = starttls_context if starttls else server_context
+    return make(config.tls.cert, config.tls.key)
 
 
 def smtp_settings(config: Config) -> SmtpSettings:
@@ -244,12 +246,24 @@ def build_services(
     pop3 = pop3_settings(config)
     if pop3.listeners:
         services.append(
-            Pop3Server(pop3, store=store, authenticator=authenticator, tls_context=tls)
+            Pop3Server(
+                pop3,
+                store=store,
+                authenticator=authenticator,
+                tls_context=tls,
+                starttls_context=tls_context(config, starttls=True),
+            )
         )
     sieve = managesieve_settings(config)
     if sieve.listeners:
         services.append(
-            ManageSieveServer(sieve, store=store, authenticator=authenticator, tls_context=tls)
+            ManageSieveServer(
+                sieve,
+                store=store,
+                authenticator=authenticator,
+                tls_context=tls,
+                starttls_context=tls_context(config, starttls=True),
+            )
         )
     web = web_settings(config)
     if web.listeners:

@@ -3,13 +3,16 @@
 Implements the command grammar and limits of RFC 1939 §3 and RFC 2449 §3-4 (255-octet
 commands, keywords 3-4 characters, case-insensitive), the states and the commands allowed in
 each (RFC 1939 §4-6, RFC 2449 §5 CAPA, RFC 2595 §4 STLS, RFC 5034 §4 AUTH) as one table,
-multi-line responses with byte-stuffing (RFC 1939 §3), TOP (RFC 1939 §7), unique-id listings
-(RFC 1939 §7 UIDL: 1-70 characters 0x21-0x7E), extended response codes (RFC 2449 §8,
-RFC 3206), SASL continuation lines and strict base64 (RFC 5034 §4), and the maildrop snapshot
-arithmetic of STAT/LIST/DELE/RSET/UIDL (RFC 1939 §5).
+multi-line responses with byte-stuffing and CRLF line ends (RFC 1939 §3), TOP (RFC 1939 §7),
+unique-id listings (RFC 1939 §7 UIDL: 1-70 characters 0x21-0x7E), extended response codes
+(RFC 2449 §8, RFC 3206), SASL continuation lines and strict base64 (RFC 5034 §4), and the
+maildrop snapshot arithmetic of STAT/LIST/DELE/RSET/UIDL (RFC 1939 §5).
 
-Left out: APOP (RFC 1939 §7; it needs the plaintext password stored), LOGIN-DELAY and EXPIRE
-(RFC 2449 §6.7-6.8), SASL security layers (none of our mechanisms negotiates one).
+Left out: APOP (RFC 1939 §7; it needs the plaintext password stored), SASL security layers
+(none of our mechanisms negotiates one). Parameters may be UTF-8, not only the printable ASCII
+of RFC 2449 §3 (user names of internationalised addresses); control characters are refused.
+Sizes (LIST, STAT) are the stored octets: for a message stored with bare LFs they undercount
+the CRLF form sent (RFC 1939 §11 would count each LF as two octets).
 
 Security: input lines are bounded (255 octets for commands; SASL responses 16 KiB); an
 over-long line is discarded up to its CRLF and reported, never processed.
@@ -232,25 +235,33 @@ def multiline(first: bytes, lines: Iterable[str]) -> bytes:
 
 class DotStuffer:
     """Byte-stuffs a message for a multi-line response, chunk by chunk (RFC 1939 §3):
-    every line starting with "." gets another "."; ``finish`` ends an unterminated last line
-    with CRLF and adds the ".CRLF" terminator."""
+    every line starting with "." gets another "."; every line ends with CRLF (a bare LF in
+    the stored message becomes CRLF); ``finish`` ends an unterminated last line with CRLF and
+    adds the ".CRLF" terminator, so the response always ends with the five octets CRLF.CRLF."""
 
     def __init__(self) -> None:
         self._at_line_start = True
-        self._tail = b""
+        self._last = b""  # the last octet sent
 
     def feed(self, chunk: bytes) -> bytes:
         if not chunk:
             return b""
+        # RFC 1939 §3: "each terminated by a CRLF pair". Stored messages are CRLF (SMTP), but
+        # one appended over IMAP may use bare LFs; counting first keeps the usual case cheap.
+        if chunk.count(b"\n") != chunk.count(b"\r\n"):
+            head = b""
+            if chunk.startswith(b"\n") and self._last == b"\r":
+                head, chunk = b"\n", chunk[1:]  # the CR came at the end of the last chunk
+            chunk = head + chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         stuffed = chunk.replace(b"\n.", b"\n..")
         if self._at_line_start and chunk.startswith(b"."):
             stuffed = b"." + stuffed
         self._at_line_start = chunk.endswith(b"\n")
-        self._tail = (self._tail + chunk)[-2:]
+        self._last = chunk[-1:]
         return stuffed
 
     def finish(self) -> bytes:
-        if self._tail and not self._tail.endswith(b"\n"):
+        if self._last and self._last != b"\n":
             return CRLF + b"." + CRLF
         return b"." + CRLF
 

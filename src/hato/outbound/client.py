@@ -1,11 +1,13 @@
 """An asyncio SMTP client session on the sans-IO client codec (``hato.codec.smtp_client``).
 
 Implements the client side of RFC 5321 §3 and §4 (greeting, EHLO with a HELO fallback per
-§4.1.4 when EHLO is refused, mail transactions, RSET between messages on one connection --
-sent in the same PIPELINING group as the next MAIL, RFC 2920 §3.1 --, QUIT), the client
+§4.1.4 when EHLO is refused, several mail transactions on one connection -- RSET only after
+a transaction left open, §4.1.1.5, in the same PIPELINING group as the next MAIL --, QUIT,
+and a close without QUIT that drops a transaction sent ahead, §3.8), the client
 timeouts of §4.5.3.2 (greeting 5 min, MAIL/RCPT 5 min, DATA initiation 2 min, data blocks
 3 min, final dot 10 min), STARTTLS with a second EHLO (RFC 3207 §4.2),
-PIPELINING (RFC 2920 §3.1: MAIL, RCPT and DATA sent as one group, replies read in order),
+PIPELINING (RFC 2920 §3.1: MAIL, RCPT and DATA sent as one group, replies read in order;
+the next transaction's group may follow a message's content in the same write),
 CHUNKING (RFC 3030 §2: BDAT instead of DATA when offered), AUTH PLAIN/LOGIN over TLS for a
 smarthost (RFC 4954 §4), and the TLS requirements decided by ``hato.outbound.tlspolicy``
 (verified certificate for MTA-STS/REQUIRETLS, TLSA match for DANE, none in opportunistic mode).
@@ -24,13 +26,13 @@ import contextlib
 import itertools
 import ssl
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hato.codec import smtp_client as sc
 from hato.core.errors import HatoError, ProtocolError, UsageError
 from hato.outbound import dane
+from hato.outbound.channel import Channel
 from hato.outbound.tlspolicy import HostPolicy, Requirement
 
 GREETING_TIMEOUT = 300.0  # RFC 5321 §4.5.3.2.1
@@ -112,140 +114,6 @@ class Transaction:
     envelope: bytes  # MAIL + RCPT lines: one piece of a command group (RFC 2920 §3.1)
 
 
-class _Channel(asyncio.Protocol):
-    """The connection's I/O: bytes in go straight to the reply parser, and a reader waits
-    only when the reply it needs has not arrived yet: one future per wait, no Task per
-    command, and one watchdog timer per connection for the reply timeouts (a wait moves its
-    deadline; the timer, when it fires early, re-arms itself for the current deadline)."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.parser = sc.ReplyParser()
-        self.replies: deque[sc.ServerReply] = deque()
-        self.failure: ProtocolError | None = None
-        self.eof = False
-        self.paused = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._deadline = 0.0  # loop time by which the awaited reply must have come
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._drain: asyncio.Future[None] | None = None
-        self._lost: asyncio.Future[None] | None = None
-
-    # -- asyncio.Protocol ----------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self._lost = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data: bytes) -> None:
-        if self.failure is not None:
-            return
-        try:
-            self.parser.feed(data)
-            self.replies.extend(self.parser.replies())
-        except ProtocolError as exc:  # a hostile or broken server: the session is over
-            self.failure = exc
-            if self.transport is not None:
-                self.transport.abort()
-        self._wake()
-
-    def eof_received(self) -> bool | None:
-        self.eof = True
-        self._wake()
-        return None  # the transport closes itself
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.eof = True
-        self.paused = False
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-        self._wake()
-        for future in (self._drain, self._lost):
-            if future is not None and not future.done():
-                future.set_result(None)
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # -- used by SmtpClient --------------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            raise OSError("connection closed")
-        transport.write(data)
-
-    async def drain(self, timeout: float) -> None:
-        """Wait while the transport's buffer is above its high-water mark."""
-        while self.paused:
-            self._drain = asyncio.get_running_loop().create_future()
-            await asyncio.wait_for(self._drain, timeout)
-        if self.eof:
-            raise OSError("connection closed")
-
-    async def reply(self, timeout: float) -> sc.ServerReply:
-        """The next reply, waiting up to ``timeout`` seconds for it to arrive."""
-        replies = self.replies
-        while not replies:
-            if self.failure is not None:
-                raise ProtocolError(self.failure.detail)
-            if self.eof:
-                raise OSError("connection closed by the server")
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            self._deadline = deadline = loop.time() + timeout
-            watchdog = self._watchdog
-            if watchdog is None or watchdog.when() > deadline:
-                if watchdog is not None:
-                    watchdog.cancel()
-                self._watchdog = loop.call_at(deadline, self._check_deadline)
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        return replies.popleft()
-
-    def _check_deadline(self) -> None:
-        self._watchdog = None
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return  # nothing awaited: the next wait arms a timer again
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self._deadline:
-            waiter.set_exception(TimeoutError())
-        else:
-            self._watchdog = loop.call_at(self._deadline, self._check_deadline)
-
-    def restart(self, transport: asyncio.Transport) -> None:
-        """After STARTTLS: the TLS transport, and nothing kept from the plaintext phase
-        (RFC 3207 §4.2: replies pipelined before TLS are discarded)."""
-        self.transport = transport
-        self.parser = sc.ReplyParser()
-        self.replies.clear()
-
-    async def close(self) -> None:
-        transport = self.transport
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-        if transport is None:
-            return
-        transport.close()
-        if self._lost is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._lost), 5.0)
-
-
 class SmtpClient:
     """One connection to one host. Use ``connect`` then ``send`` (repeatedly) then ``quit``.
 
@@ -282,7 +150,7 @@ class SmtpClient:
         self._auth = auth
         self.timeouts = timeouts or Timeouts()
         self._try_tls = try_tls
-        self._channel: _Channel | None = None
+        self._channel: Channel | None = None
         self._dirty = False  # a transaction was left open: RSET before the next MAIL
         self._primed: Transaction | None = None  # its envelope is on the wire already
         self._primed_reset = False  # ... preceded by RSET
@@ -348,7 +216,7 @@ class SmtpClient:
 
     async def _connect(self) -> None:
         context = self._tls_context() if self._implicit else None
-        channel = self._channel = _Channel()
+        channel = self._channel = Channel()
         await asyncio.wait_for(
             asyncio.get_running_loop().create_connection(
                 lambda: channel,
@@ -403,9 +271,11 @@ class SmtpClient:
                 self.timeouts.command,
             )
         except ssl.SSLCertVerificationError as exc:
+            channel.connection_lost(None)  # asyncio closed the transport: nothing to wait for
             kind = "certificate-host-mismatch" if "match" in str(exc) else "certificate-not-trusted"
             raise self._tls_failure(kind, str(exc)) from None
         except (ssl.SSLError, OSError, TimeoutError) as exc:
+            channel.connection_lost(None)
             raise self._tls_failure("validation-failure", f"handshake: {exc}") from None
         if transport is None:
             raise self._tls_failure("validation-failure", "handshake: connection closed")

@@ -4,9 +4,11 @@ The queue itself lives in the store (``hato.store.queue`` states and transitions
 write per change); this module is its scheduler and the ``Service`` the app starts. One
 attempt: claim due entries (QUEUED, or DEFERRED whose time came) as ACTIVE; group them by
 destination; per destination at most ``per_destination`` connections, each reused for
-several messages (RSET between, RFC 5321 §4.1.1.5); route (``routing``), pick the TLS
-requirement per host (``tlspolicy``, MTA-STS, DANE, REQUIRETLS), send (``client``), then
-settle every entry in one write: per-recipient status, DELIVERED / BOUNCED / DEFERRED with
+several messages (the next envelope sent ahead with this message's content, RFC 2920
+§3.1); route (``routing``), pick the TLS requirement per host (``tlspolicy``, MTA-STS, DANE,
+REQUIRETLS), send (``client``), then settle every entry in one checked change, written
+together with the changes of other deliveries by ``settler`` (one store transaction for
+many): per-recipient status, DELIVERED / BOUNCED / DEFERRED with
 exponential backoff (5 minutes doubling to 4 hours), a bounce after expiry (5 days by
 default; RFC 5321 §4.5.4.1 suggests at least 4-5 days), a delay notice after 4 hours where
 NOTIFY allows it (RFC 3461 §4.1), and the DSN of ``dsn`` stored in the same write (into the

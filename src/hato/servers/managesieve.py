@@ -7,8 +7,9 @@ hato.policy.authn, with initial response, "*" cancel and no re-authentication (�
 parser with line numbers in the NO (§2.6), LISTSCRIPTS (§2.7), SETACTIVE (§2.8), GETSCRIPT
 (§2.9), DELETESCRIPT refusing the active script (§2.10), RENAMESCRIPT (§2.11), CHECKSCRIPT
 (§2.12), NOOP with TAG (§2.13), UNAUTHENTICATE (§2.14.1), response codes (§1.3), script
-quotas (§1.5), a BYE after too many failed logins or too long idle (§1.2, at least 30
-minutes once authenticated).
+quotas (§1.5), a BYE after too many failed logins, too long idle (§1.2, at least 30
+minutes once authenticated) or when the server stops (TRYLATER). Connections, limits,
+STARTTLS and stop come from ``hato.servers.connection``.
 
 The EXTLISTS capability (RFC 6134 §2.8) names the URI schemes of the external lists
 delivery answers (``hato.delivery.sieve.ext_lists``).
@@ -30,20 +31,17 @@ Script content is never logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from hato.codec import managesieve as ms
-from hato.codec.managesieve import Code, Command, Frame, ManageSieveError, State
+from hato.codec.managesieve import Code, Command, ManageSieveError, State
 from hato.core import log
 from hato.core.errors import (
     AlreadyExists,
     AuthError,
     ConfigError,
     Conflict,
-    ListenError,
     NotFound,
     ScriptQuotaExceeded,
     StoreError,
@@ -58,11 +56,12 @@ from hato.delivery.sieve import (
 )
 from hato.policy.authn import Authenticator, AuthLockedOut
 from hato.servers.base import Listener, TlsMode
+from hato.servers.connection import Acceptor, Connection, ConnectionLimits
 from hato.store.api import MailStore
 from hato.store.model import Account, ScriptQuota
 
 MIN_IDLE_TIMEOUT = 1800.0  # RFC 5804 §1.2: autologout at least 30 minutes after login
-_READ_BUFFER_HIGH = 1 << 18
+_Conn = Connection[ms.FrameReader]
 _QUOTA_CODES = {"size": "QUOTA/MAXSIZE", "count": "QUOTA/MAXSCRIPTS", "total": "QUOTA"}
 
 
@@ -99,117 +98,8 @@ class ManageSieveSettings:
         )
 
 
-class _Connection(asyncio.Protocol):
-    """Bytes from the transport into a FrameReader; writes with flow control; STARTTLS."""
-
-    def __init__(
-        self,
-        on_open: Callable[[_Connection], None],
-        *,
-        write_timeout: float,
-        max_literal: int,
-    ) -> None:
-        self._on_open = on_open
-        self._write_timeout = write_timeout
-        self.transport: asyncio.Transport | None = None
-        self.frames = ms.FrameReader(max_literal=max_literal)
-        self._data = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._paused = False
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self._on_open(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.frames.feed(data)
-        self._data.set()
-        if self.frames.pending > _READ_BUFFER_HIGH and self.transport and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
-
-    def eof_received(self) -> bool:
-        self.closed = True
-        self._data.set()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._data.set()
-        self._writable.set()
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
-    @property
-    def remote_ip(self) -> str:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        return str(peer[0]) if peer else ""
-
-    async def read_frame(self, timeout: float) -> Frame | None:
-        """The next command; None at end of input or after ``timeout`` seconds of silence.
-        Raises ms.InputTooLong for a command over the bounds (already consumed)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            try:
-                frame = self.frames.next_frame()
-            finally:
-                if self._paused and self.frames.pending < _READ_BUFFER_HIGH // 2:
-                    self._paused = False
-                    if self.transport is not None:
-                        self.transport.resume_reading()
-            if frame is not None:
-                return frame
-            if self.closed:
-                return None
-            self._data.clear()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            try:
-                await asyncio.wait_for(self._data.wait(), remaining)
-            except TimeoutError:
-                return None
-
-    async def write(self, data: bytes) -> None:
-        if self.closed or self.transport is None or self.transport.is_closing():
-            raise ConnectionResetError("connection closed")
-        self.transport.write(data)
-        if not self._writable.is_set():
-            await asyncio.wait_for(self._writable.wait(), self._write_timeout)
-
-    async def start_tls(self, context: ssl.SSLContext, *, timeout: float) -> int:
-        """Upgrade to TLS; returns how many octets the client pipelined (discarded)."""
-        assert self.transport is not None
-        dropped = self.frames.clear()  # nothing sent before TLS may count after it
-        self._paused = False
-        loop = asyncio.get_running_loop()
-        transport = await loop.start_tls(
-            self.transport, self, context, server_side=True, ssl_handshake_timeout=timeout
-        )
-        if transport is None:
-            raise ConnectionResetError("connection closed during TLS handshake")
-        self.transport = transport
-        return dropped
-
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-
 class _Session:
-    def __init__(self, server: ManageSieveServer, conn: _Connection, listener: Listener) -> None:
+    def __init__(self, server: ManageSieveServer, conn: _Conn, listener: Listener) -> None:
         self.server = server
         self.conn = conn
         self.listener = listener
@@ -273,7 +163,7 @@ class _Session:
         return (
             not self.secure
             and self.listener.tls is TlsMode.STARTTLS
-            and self.server.tls_context is not None
+            and self.server.starttls_context is not None
         )
 
     async def _loop(self) -> str:
@@ -282,7 +172,7 @@ class _Session:
                 self.settings.login_timeout if self.account is None else self.settings.idle_timeout
             )
             try:
-                frame = await self.conn.read_frame(timeout)
+                frame = await self.conn.read(ms.FrameReader.next_frame, timeout)
             except ms.InputTooLong as exc:
                 if not await self._bad(self._too_long(exc)):
                     return "too many errors"
@@ -290,6 +180,12 @@ class _Session:
             if frame is None:
                 if self.conn.closed:
                     return "eof"
+                if self.conn.stopping:
+                    # RFC 5804 §1.2: BYE when the server closes the connection.
+                    await self.send(
+                        ms.bye("server shutting down, try again later", code=Code("TRYLATER"))
+                    )
+                    return "stopping"
                 # RFC 5804 §1.2: BYE before closing an idle connection.
                 await self.send(ms.bye("idle timeout, closing connection"))
                 return "timeout"
@@ -365,13 +261,14 @@ class _Session:
 
     # -- non-authenticated state (RFC 5804 §2.1, §2.2) --------------------------------------
     async def _cmd_starttls(self) -> str | None:
-        context = self.server.tls_context
+        context = self.server.starttls_context
         if not self._can_starttls() or context is None:
             raise ManageSieveError("STARTTLS is not available on this connection")
-        await self.send(ms.ok("Begin TLS negotiation now"))
         try:
             dropped = await self.conn.start_tls(
-                context, timeout=self.settings.tls_handshake_timeout
+                context,
+                reply=ms.ok("Begin TLS negotiation now"),
+                timeout=self.settings.tls_handshake_timeout,
             )
         except (ConnectionError, ssl.SSLError, TimeoutError, OSError) as exc:
             log.event("managesieve.tls_failed", error=type(exc).__name__)
@@ -379,8 +276,7 @@ class _Session:
         if dropped:
             log.event("managesieve.starttls_pipelined_input_dropped", octets=dropped)
         self.secure = True
-        obj = self.conn.transport.get_extra_info("ssl_object") if self.conn.transport else None
-        log.event("managesieve.tls", version=obj.version() if obj is not None else "?")
+        log.event("managesieve.tls", version=self.conn.tls_version)
         # RFC 5804 §2.2: the server MUST re-issue the capabilities (without STARTTLS).
         await self.send(self._capabilities())
         return None
@@ -404,7 +300,7 @@ class _Session:
                 if step.done:
                     break
                 await self.send(ms.challenge(step.challenge or b""))
-                frame = await self.conn.read_frame(self.settings.login_timeout)
+                frame = await self.conn.read(ms.FrameReader.next_frame, self.settings.login_timeout)
                 if frame is None:
                     raise ConnectionResetError("connection closed during AUTHENTICATE")
                 data = ms.parse_sasl_response(frame)
@@ -502,7 +398,11 @@ class _Session:
 
 
 class ManageSieveServer:
-    """The ManageSieve Service (hato.servers.base.Service)."""
+    """The ManageSieve Service (hato.servers.base.Service).
+
+    ``tls_context`` serves implicit TLS; ``starttls_context`` the STARTTLS upgrade, normally
+    ``hato.servers.tls.starttls_context`` (no TLS 1.3 session tickets); without it STARTTLS
+    uses ``tls_context``."""
 
     name = "managesieve"
 
@@ -513,94 +413,34 @@ class ManageSieveServer:
         store: MailStore,
         authenticator: Authenticator,
         tls_context: ssl.SSLContext | None = None,
+        starttls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.auth = authenticator
         self.tls_context = tls_context
-        self._servers: list[asyncio.Server] = []
-        self._sessions: set[asyncio.Task[None]] = set()
-        self._connections: set[_Connection] = set()
-        self._per_ip: dict[str, int] = {}
-        self.addresses: list[tuple[Listener, tuple[str, int]]] = []
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        for listener in self.settings.listeners:
-            where = f"{listener.host}:{listener.port}"
-            if listener.tls is not TlsMode.NONE and self.tls_context is None:
-                raise ListenError(f"managesieve listener {where} needs a TLS certificate")
-            ssl_ctx = self.tls_context if listener.tls is TlsMode.IMPLICIT else None
-            try:
-                server = await loop.create_server(
-                    self._factory(listener),
-                    listener.host,
-                    listener.port,
-                    ssl=ssl_ctx,
-                    ssl_handshake_timeout=self.settings.tls_handshake_timeout if ssl_ctx else None,
-                )
-            except OSError as exc:
-                await self.stop(timeout=0)
-                raise ListenError(f"managesieve cannot listen on {where}: {exc.strerror}") from None
-            self._servers.append(server)
-            for sock in server.sockets:
-                host, port = sock.getsockname()[:2]
-                self.addresses.append((listener, (host, port)))
-            log.event(
-                "managesieve.listening",
-                host=listener.host,
-                port=self.addresses[-1][1][1],
-                tls=listener.tls.value,
-            )
-
-    def _factory(self, listener: Listener) -> Callable[[], _Connection]:
-        timeout = self.settings.idle_timeout
-        max_literal = max(self.settings.max_script_size, 16384)
-        return lambda: _Connection(
-            lambda conn: self._opened(conn, listener),
-            write_timeout=timeout,
-            max_literal=max_literal,
+        self.starttls_context = starttls_context or tls_context
+        max_literal = max(settings.max_script_size, 16384)
+        self._acceptor = Acceptor(
+            self.name,
+            buffer=lambda: ms.FrameReader(max_literal=max_literal),
+            serve=self._serve,
+            refusal=ms.bye("too many connections, try again later"),
+            limits=ConnectionLimits.of(settings),
+            tls_context=tls_context,
         )
 
-    def _opened(self, conn: _Connection, listener: Listener) -> None:
-        ip = conn.remote_ip
-        limits = self.settings
-        if (
-            len(self._connections) >= limits.max_connections
-            or self._per_ip.get(ip, 0) >= limits.max_connections_per_ip
-        ):
-            log.event("managesieve.refused", remote_ip=ip, reason="too_many_connections")
-            assert conn.transport is not None
-            conn.transport.write(ms.bye("too many connections, try again later"))
-            conn.close()
-            return
-        self._connections.add(conn)
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        task = asyncio.get_running_loop().create_task(self._serve(conn, listener, ip))
-        self._sessions.add(task)
-        task.add_done_callback(self._sessions.discard)
+    @property
+    def addresses(self) -> list[tuple[Listener, tuple[str, int]]]:
+        """Where each listener is bound (tests bind port 0 and read the port here)."""
+        return self._acceptor.addresses
 
-    async def _serve(self, conn: _Connection, listener: Listener, ip: str) -> None:
-        try:
-            await _Session(self, conn, listener).run()
-        finally:
-            self._connections.discard(conn)
-            self._per_ip[ip] -= 1
-            if not self._per_ip[ip]:
-                del self._per_ip[ip]
+    async def start(self) -> None:
+        await self._acceptor.start(self.settings.listeners)
+
+    async def _serve(self, conn: _Conn, listener: Listener) -> None:
+        await _Session(self, conn, listener).run()
 
     async def stop(self, *, timeout: float) -> None:
-        for server in self._servers:
-            server.close()
-        if self._sessions:
-            await asyncio.wait(set(self._sessions), timeout=timeout)
-        for conn in list(self._connections):
-            conn.abort()
-        for task in list(self._sessions):
-            task.cancel()
-        if self._sessions:
-            await asyncio.gather(*self._sessions, return_exceptions=True)
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
-        self._servers.clear()
+        """Sessions waiting for a command get a BYE now, busy ones ``timeout`` seconds."""
+        await self._acceptor.stop(timeout=timeout)

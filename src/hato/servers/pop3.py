@@ -2,13 +2,19 @@
 
 Implements RFC 1939 (USER/PASS, STAT, LIST, RETR, DELE, NOOP, RSET, QUIT, TOP, UIDL; the
 maildrop is fixed when the session enters TRANSACTION, §8; deletions happen only in UPDATE,
-§6; a 10-minute minimum autologout that closes without UPDATE, §3), RFC 2449 (CAPA,
-RESP-CODES, PIPELINING, IMPLEMENTATION), RFC 3206 (AUTH-RESP-CODE, SYS/TEMP, SYS/PERM),
-RFC 5034 (AUTH with PLAIN, LOGIN, SCRAM-SHA-256), RFC 2595 §4 (STLS) and RFC 8314 §3
-(implicit TLS, port 995). One POP3 session per account at a time ([IN-USE], RFC 2449 §8.1.2).
+§6; a 10-minute minimum autologout that closes without UPDATE, §3), RFC 2449 (CAPA with the
+same list in both states, RESP-CODES, PIPELINING, EXPIRE NEVER, IMPLEMENTATION), RFC 3206
+(AUTH-RESP-CODE, SYS/TEMP, SYS/PERM), RFC 5034 (AUTH with PLAIN, LOGIN, SCRAM-SHA-256), RFC
+2595 §4 (STLS) and RFC 8314 §3 (implicit TLS, port 995). Connections, limits, STLS and stop
+come from ``hato.servers.connection``.
 
-Left out: APOP, LOGIN-DELAY, EXPIRE; mailboxes other than INBOX. Messages retrieved with RETR
-are flagged \\Seen at QUIT (as Dovecot does); nothing is deleted except by DELE + QUIT.
+The RFC 1939 §8 exclusive-access lock is one POP3 session per account at a time ([IN-USE],
+RFC 2449 §8.1.2); it does not stop IMAP sessions from expunging meanwhile (RETR of such a
+message answers -ERR [SYS/PERM]).
+
+Left out: APOP (the greeting carries no timestamp, RFC 1939 §7), LOGIN-DELAY (none imposed);
+mailboxes other than INBOX. Messages retrieved with RETR are flagged \\Seen at QUIT (as Dovecot
+does); nothing is deleted except by DELE + QUIT.
 
 Security: passwords only reach hato.policy.authn; plaintext authentication is refused (and
 not advertised) before TLS unless the Authenticator allows demo loopback. Input pipelined
@@ -19,24 +25,23 @@ bounded; too many bad commands close the connection; connections are limited per
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from hato.codec import pop3
 from hato.codec.pop3 import Command, Maildrop, Pop3Error, State
 from hato.core import log
-from hato.core.errors import AuthError, ConfigError, HatoError, ListenError, StoreError
+from hato.core.errors import AuthError, ConfigError, HatoError, StoreError
 from hato.policy.authn import Authenticator, AuthLockedOut
 from hato.servers.base import Listener, TlsMode
+from hato.servers.connection import Acceptor, Connection, ConnectionLimits
 from hato.store.api import MailStore
 from hato.store.model import INBOX, SEEN, Account, FlagOp
 
 MIN_IDLE_TIMEOUT = 600.0  # RFC 1939 §3: an autologout timer MUST be at least 10 minutes
 _CHUNK = 65536
-_READ_BUFFER_HIGH = 1 << 18  # pause reading when this much unparsed input is waiting
+_Conn = Connection[pop3.LineReader]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,107 +61,6 @@ class Pop3Settings:
             raise ConfigError("pop3: connection and error limits must be positive")
 
 
-class _Connection(asyncio.Protocol):
-    """Bytes from the transport into a LineReader; writes with flow control; STLS upgrade."""
-
-    def __init__(self, on_open: Callable[[_Connection], None], *, write_timeout: float) -> None:
-        self._on_open = on_open
-        self._write_timeout = write_timeout
-        self.transport: asyncio.Transport | None = None
-        self.lines = pop3.LineReader()
-        self._data = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._paused = False
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self._on_open(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.lines.feed(data)
-        self._data.set()
-        if self.lines.pending > _READ_BUFFER_HIGH and self.transport and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
-
-    def eof_received(self) -> bool:
-        self.closed = True
-        self._data.set()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._data.set()
-        self._writable.set()
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
-    @property
-    def remote_ip(self) -> str:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        return str(peer[0]) if peer else ""
-
-    async def read_line(self, limit: int, timeout: float) -> bytes | None:
-        """The next line; None at end of input or after ``timeout`` seconds of silence.
-
-        Raises pop3.LineTooLong for an over-long line."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            line = self.lines.next_line(limit)
-            if self._paused and self.lines.pending < _READ_BUFFER_HIGH // 2 and self.transport:
-                self._paused = False
-                self.transport.resume_reading()
-            if line is not None:
-                return line
-            if self.closed:
-                return None
-            self._data.clear()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            try:
-                await asyncio.wait_for(self._data.wait(), remaining)
-            except TimeoutError:
-                return None
-
-    async def write(self, data: bytes) -> None:
-        if self.closed or self.transport is None or self.transport.is_closing():
-            raise ConnectionResetError("connection closed")
-        self.transport.write(data)
-        if not self._writable.is_set():
-            # A client that stops reading is dropped like an idle one (TimeoutError).
-            await asyncio.wait_for(self._writable.wait(), self._write_timeout)
-
-    async def start_tls(self, context: ssl.SSLContext, *, timeout: float) -> None:
-        assert self.transport is not None
-        # RFC 2595 §4: nothing the client sent before TLS may be taken as a command after it.
-        self.lines.clear()
-        self._paused = False  # loop.start_tls resumes reading on the new transport
-        loop = asyncio.get_running_loop()
-        transport = await loop.start_tls(
-            self.transport, self, context, server_side=True, ssl_handshake_timeout=timeout
-        )
-        if transport is None:
-            raise ConnectionResetError("connection closed during TLS handshake")
-        self.transport = transport
-
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-
 class _Transaction:
     """What exists only once the user is logged in (CONVENTIONS.md §4)."""
 
@@ -168,7 +72,7 @@ class _Transaction:
 
 
 class _Session:
-    def __init__(self, server: Pop3Server, conn: _Connection, listener: Listener) -> None:
+    def __init__(self, server: Pop3Server, conn: _Conn, listener: Listener) -> None:
         self.server = server
         self.conn = conn
         self.listener = listener
@@ -208,16 +112,18 @@ class _Session:
 
     async def _loop(self) -> str:
         while True:
-            limit = pop3.MAX_COMMAND_LINE
             try:
-                line = await self.conn.read_line(limit, self.settings.idle_timeout)
+                line = await self.conn.read(_command_line, self.settings.idle_timeout)
             except pop3.LineTooLong as exc:
                 if not await self._bad(exc):
                     return "too many errors"
                 continue
             if line is None:
-                # RFC 1939 §3: an expired autologout timer closes without entering UPDATE.
-                return "eof" if self.conn.closed else "timeout"
+                # RFC 1939 §3: an expired autologout timer closes without entering UPDATE,
+                # and so does a server that is stopping (§6: no UPDATE without QUIT).
+                if self.conn.closed:
+                    return "eof"
+                return "stopping" if self.conn.stopping else "timeout"
             try:
                 command = pop3.parse_command(line, self.state)
             except Pop3Error as exc:
@@ -257,6 +163,10 @@ class _Session:
 
     async def _cmd_capa(self) -> None:
         caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+        # RFC 2449 §6.7: a site that lets users keep messages indefinitely SHOULD say so.
+        # Hato deletes nothing on its own (only DELE + QUIT here, EXPUNGE over IMAP). No
+        # LOGIN-DELAY (§6.8): we impose none.
+        caps.append("EXPIRE NEVER")
         mechanisms = self.server.auth.mechanisms(secure=self.secure, remote_ip=self.remote_ip)
         if mechanisms:
             caps += ["USER", "SASL " + " ".join(mechanisms)]
@@ -269,19 +179,19 @@ class _Session:
         return (
             not self.secure
             and self.listener.tls is TlsMode.STARTTLS
-            and self.server.tls_context is not None
+            and self.server.starttls_context is not None
         )
 
     async def _cmd_stls(self) -> bool:
         if self.secure:
             raise Pop3Error("command not permitted when TLS active")  # RFC 2595 §4 example
-        if not self._can_starttls() or self.server.tls_context is None:
+        if not self._can_starttls() or self.server.starttls_context is None:
             raise Pop3Error("STLS not available")
-        await self.send(pop3.ok("Begin TLS negotiation"))
-        dropped = self.conn.lines.pending
         try:
-            await self.conn.start_tls(
-                self.server.tls_context, timeout=self.settings.tls_handshake_timeout
+            dropped = await self.conn.start_tls(
+                self.server.starttls_context,
+                reply=pop3.ok("Begin TLS negotiation"),
+                timeout=self.settings.tls_handshake_timeout,
             )
         except (ConnectionError, ssl.SSLError, TimeoutError, OSError) as exc:
             log.event("pop3.tls_failed", error=type(exc).__name__)
@@ -290,12 +200,8 @@ class _Session:
             log.event("pop3.stls_pipelined_input_dropped", octets=dropped)
         self.secure = True
         self.user = None  # RFC 2595 §4: the server MUST discard knowledge from before TLS
-        log.event("pop3.tls", version=self._tls_version())
+        log.event("pop3.tls", version=self.conn.tls_version)
         return True
-
-    def _tls_version(self) -> str:
-        obj = self.conn.transport.get_extra_info("ssl_object") if self.conn.transport else None
-        return str(obj.version()) if obj is not None else "?"
 
     async def _cmd_user(self, name: str) -> None:
         if not self._plaintext_allowed():
@@ -349,7 +255,7 @@ class _Session:
                 if step.done:
                     break
                 await self.send(pop3.challenge(step.challenge or b""))
-                line = await self.conn.read_line(pop3.MAX_SASL_LINE, self.settings.idle_timeout)
+                line = await self.conn.read(_sasl_line, self.settings.idle_timeout)
                 if line is None:
                     raise ConnectionResetError("connection closed during AUTH")
                 data = pop3.parse_sasl_response(line)
@@ -475,7 +381,11 @@ class _Session:
 
 
 class Pop3Server:
-    """The POP3 Service (hato.servers.base.Service)."""
+    """The POP3 Service (hato.servers.base.Service).
+
+    ``tls_context`` serves implicit TLS (port 995); ``starttls_context`` the STLS upgrade,
+    normally ``hato.servers.tls.starttls_context`` (no TLS 1.3 session tickets); without it
+    STLS uses ``tls_context``."""
 
     name = "pop3"
 
@@ -486,17 +396,28 @@ class Pop3Server:
         store: MailStore,
         authenticator: Authenticator,
         tls_context: ssl.SSLContext | None = None,
+        starttls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.auth = authenticator
         self.tls_context = tls_context
-        self._servers: list[asyncio.Server] = []
-        self._sessions: set[asyncio.Task[None]] = set()
-        self._connections: set[_Connection] = set()
-        self._per_ip: dict[str, int] = {}
+        self.starttls_context = starttls_context or tls_context
         self._locked: set[int] = set()
-        self.addresses: list[tuple[Listener, tuple[str, int]]] = []
+        self._acceptor = Acceptor(
+            self.name,
+            buffer=pop3.LineReader,
+            serve=self._serve,
+            # RFC 3206 §5: SYS/TEMP, a temporary problem; try again later
+            refusal=pop3.err("too many connections, try again later", code="SYS/TEMP"),
+            limits=ConnectionLimits.of(settings),
+            tls_context=tls_context,
+        )
+
+    @property
+    def addresses(self) -> list[tuple[Listener, tuple[str, int]]]:
+        """Where each listener is bound (tests bind port 0 and read the port here)."""
+        return self._acceptor.addresses
 
     def acquire(self, account_id: int) -> bool:
         """RFC 1939 §8: one session holds an account's maildrop at a time."""
@@ -509,74 +430,21 @@ class Pop3Server:
         self._locked.discard(account_id)
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        for listener in self.settings.listeners:
-            if listener.tls is not TlsMode.NONE and self.tls_context is None:
-                where = f"{listener.host}:{listener.port}"
-                raise ListenError(f"pop3 listener {where} needs a TLS certificate")
-            ssl_ctx = self.tls_context if listener.tls is TlsMode.IMPLICIT else None
-            try:
-                server = await loop.create_server(
-                    self._factory(listener),
-                    listener.host,
-                    listener.port,
-                    ssl=ssl_ctx,
-                    ssl_handshake_timeout=self.settings.tls_handshake_timeout if ssl_ctx else None,
-                )
-            except OSError as exc:
-                await self.stop(timeout=0)
-                where = f"{listener.host}:{listener.port}"
-                raise ListenError(f"pop3 cannot listen on {where}: {exc.strerror}") from None
-            self._servers.append(server)
-            for sock in server.sockets:
-                host, port = sock.getsockname()[:2]
-                self.addresses.append((listener, (host, port)))
-            port = self.addresses[-1][1][1]
-            log.event("pop3.listening", host=listener.host, port=port, tls=listener.tls.value)
+        await self._acceptor.start(self.settings.listeners)
 
-    def _factory(self, listener: Listener) -> Callable[[], _Connection]:
-        timeout = self.settings.idle_timeout
-        return lambda: _Connection(lambda conn: self._opened(conn, listener), write_timeout=timeout)
-
-    def _opened(self, conn: _Connection, listener: Listener) -> None:
-        ip = conn.remote_ip
-        limits = self.settings
-        if (
-            len(self._connections) >= limits.max_connections
-            or self._per_ip.get(ip, 0) >= limits.max_connections_per_ip
-        ):
-            log.event("pop3.refused", remote_ip=ip, reason="too_many_connections")
-            assert conn.transport is not None
-            conn.transport.write(pop3.err("too many connections, try again later", code="SYS/TEMP"))
-            conn.close()
-            return
-        self._connections.add(conn)
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        task = asyncio.get_running_loop().create_task(self._serve(conn, listener, ip))
-        self._sessions.add(task)
-        task.add_done_callback(self._sessions.discard)
-
-    async def _serve(self, conn: _Connection, listener: Listener, ip: str) -> None:
-        try:
-            await _Session(self, conn, listener).run()
-        finally:
-            self._connections.discard(conn)
-            self._per_ip[ip] -= 1
-            if not self._per_ip[ip]:
-                del self._per_ip[ip]
+    async def _serve(self, conn: _Conn, listener: Listener) -> None:
+        await _Session(self, conn, listener).run()
 
     async def stop(self, *, timeout: float) -> None:
-        for server in self._servers:
-            server.close()
-        if self._sessions:
-            await asyncio.wait(set(self._sessions), timeout=timeout)
-        for conn in list(self._connections):
-            conn.abort()  # a dropped session keeps every message (RFC 1939 §6: no UPDATE)
-        for task in list(self._sessions):
-            task.cancel()
-        if self._sessions:
-            await asyncio.gather(*self._sessions, return_exceptions=True)
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
-        self._servers.clear()
+        """Sessions waiting for a command close now, busy ones get ``timeout`` seconds; a
+        session that ends without QUIT keeps every message (RFC 1939 §6: no UPDATE)."""
+        await self._acceptor.stop(timeout=timeout)
+
+
+def _command_line(lines: pop3.LineReader) -> bytes | None:
+    return lines.next_line(pop3.MAX_COMMAND_LINE)  # RFC 2449 §4: 255 octets with CRLF
+
+
+def _sasl_line(lines: pop3.LineReader) -> bytes | None:
+    # RFC 5034 §4: responses as long as the mechanisms need, whatever the command limit.
+    return lines.next_line(pop3.MAX_SASL_LINE)

@@ -1,8 +1,21 @@
 """TLS server contexts for every listener: TLS 1.2 minimum, forward-secret AEAD ciphers.
 
 Implements the server side of RFC 8314 §3 (implicit TLS) and the STARTTLS upgrades of
-RFC 3207 / RFC 2595 by giving them one ``ssl.SSLContext``; cipher choice follows RFC 9325 §4.2
-(TLS 1.2 only with ECDHE/DHE and AEAD suites; TLS 1.3 suites are OpenSSL's defaults).
+RFC 3207 / RFC 2595 / RFC 5804 §2.2, with the same settings in every ``ssl.SSLContext``;
+cipher choice follows RFC 9325 §4.2 (TLS 1.2 only with ECDHE/DHE and AEAD suites; TLS 1.3
+suites are OpenSSL's defaults).
+
+STARTTLS upgrades get their own context without TLS 1.3 session tickets
+(``starttls_context``; RFC 8446 §4.6.1: the server MAY send them, so zero is allowed). Tickets
+are the only bytes a server sends after the handshake and before the client's next command, and
+a client that reads and writes one TLS connection from two threads at once (imaplib2 and
+offlineimap: a reader thread in SSL_read beside a writer thread in SSL_write; OpenSSL objects are
+not thread-safe) processed them in its reader while its writer sent the command that follows
+STARTTLS: about one connection in 500 under load, the command never left the client or failed
+with SSL UNEXPECTED_MESSAGE (``tests/imap/test_imap_starttls_stress.py``,
+``tests/pop3/test_pop3_stls_stress.py``, ``tests/managesieve/test_managesieve_starttls_stress.py``).
+Implicit TLS keeps its tickets: the greeting comes after them, so a client reads both before it
+first writes. The cost: no TLS 1.3 session resumption after STARTTLS.
 
 Left out: client certificates, OCSP stapling, SNI-based certificate selection, hot reload
 (callers build a new context when the files change).
@@ -71,4 +84,12 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
         raise ListenError(
             f"cannot load TLS certificate {cert_file} with key {key_file}: {exc}"
         ) from None
+    return ctx
+
+
+def starttls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """``server_context`` for STARTTLS/STLS upgrades: no TLS 1.3 session tickets (module
+    docstring). A context of its own: the implicit-TLS one keeps resumption."""
+    ctx = server_context(cert_file, key_file)
+    ctx.num_tickets = 0  # RFC 8446 §4.6.1: NewSessionTicket is optional
     return ctx

@@ -184,6 +184,14 @@ def _call(rt: Runtime, cmd: Cmd, data: bytes | None) -> tuple[str, ProgramResult
     args = _arguments(rt, cmd)
     if rt.programs is None:
         return name, ProgramResult(Outcome.UNKNOWN, detail="no programs are configured")
+    runs = rt.state.get("program_runs", 0)
+    assert isinstance(runs, int)
+    if runs >= rt.limits.max_program_runs:  # §11: resources "SHOULD be limited"
+        raise runtime_error(
+            cmd,
+            f"number of program runs exceeds policy limit ({rt.limits.max_program_runs})",
+        )
+    rt.state["program_runs"] = runs + 1
     call = ProgramCall(cmd.name, name, args, data, program_environment(rt))
     return name, rt.programs.run(call)
 

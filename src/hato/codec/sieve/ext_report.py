@@ -105,9 +105,7 @@ def _report(rt: Runtime, cmd: Cmd) -> None:
     rt.add(cmd, action, cancel_keep=False)  # §3: report MUST NOT cancel the implicit keep
 
 
-def report_sender(
-    setting: str, *, envelope: Envelope, user: str, user_email: str | None
-) -> str:
+def report_sender(setting: str, *, envelope: Envelope, user: str, user_email: str | None) -> str:
     """The From address of a report: what ``setting`` names (``compose.policy_sender``:
     sender, recipient, orig_recipient, user_email, <address>), else the postmaster of the
     user's domain ("postmaster", the default; "<>" too, as Pigeonhole reads it)."""

@@ -79,6 +79,9 @@ class SieveLimits:
     max_variable_size: int = 4096
     max_header_size: int = 2048  # editheader (RFC 5293 §6 leaves it to the implementation)
     max_notifications: int = 12
+    # filter/execute program runs per script run: each may take the host's program timeout,
+    # so the count bounds the wall-clock time a script can spend in programs
+    max_program_runs: int = 16
     max_foreverypart_depth: int = 4  # RFC 5703 §3 leaves the limit to the implementation
     vacation_default_period: int = 7 * 86400  # RFC 5230 §4.1: default 7 days
     vacation_min_period: int = 86400  # RFC 5230 §4.1: at least 1 day (RFC 6131 §2: may be less)

@@ -8,7 +8,9 @@ rendered ENVELOPE, BODY and BODYSTRUCTURE, and the decoded values of a header fi
 the message, the way Dovecot keeps them in its index cache. A FETCH whose content items are
 all cached, or a header search whose fields are, neither reads nor parses the message.
 ``TextHitsCache`` keeps recent answers of the full-text index, exact for the UIDs the mailbox
-had when they were asked (a repeated SEARCH TEXT does not query the index again).
+had when they were asked (a repeated SEARCH TEXT does not query the index again), and
+``ViewCache`` the last selected-mailbox view of big mailboxes (SELECT applies the change log
+to a copy).
 
 Left out: persistence (the cache is rebuilt after a restart), items that carry message data
 (BODY[section], BINARY: served from the blob each time).
@@ -19,7 +21,9 @@ render, so a session never sees another mailbox's data through the cache.
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from hato.store.fulltext import TextHits
 
@@ -30,6 +34,7 @@ Value = bytes | tuple[str, ...]
 DEFAULT_BYTES = 16 << 20  # what the cache may hold (about 25,000 envelopes)
 ENTRY_OVERHEAD = 256  # bytes an entry costs beyond its value (key tuple, blob id, links)
 DEFAULT_TEXT_UIDS = 256 * 1024  # UIDs the full-text answers may hold (about 15 MB)
+DEFAULT_VIEW_MESSAGES = 1 << 20  # messages the kept mailbox views may hold (16 MB)
 
 
 class ContentCache:
@@ -44,6 +49,7 @@ class ContentCache:
         self.misses = 0
         self._entries: OrderedDict[tuple[str, str], Value] = OrderedDict()
         self.text_hits = TextHitsCache()  # full-text index answers, per mailbox and query
+        self.views = ViewCache()  # the last view of each big mailbox opened (SELECT)
 
     def get(self, blob_id: str, name: str) -> Value | None:
         key = (blob_id, name)
@@ -114,6 +120,54 @@ class TextHitsCache:
         while self.size > self.max_uids:
             _, (_, dropped) = self._entries.popitem(last=False)
             self.size -= len(dropped.uids) + len(dropped.unindexed) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenView:
+    """A copy of a selected-mailbox view (``selected.Selected``): current to the account
+    MODSEQ ``modseq``, with the mailbox's HIGHESTMODSEQ as then known."""
+
+    uids: array[int]
+    modseqs: array[int]
+    flag_ids: array[int]
+    flag_sets: tuple[frozenset[str], ...]
+    modseq: int
+    highest: int
+
+
+class ViewCache:
+    """The last view of each recently opened big mailbox, by (mailbox id, UIDVALIDITY), so a
+    SELECT copies it and applies the change log since (``selected.open_selected``) instead of
+    reading every message again. Least recently used first out, bounded by the number of
+    messages held (16 bytes each). Used from the event loop thread only."""
+
+    def __init__(self, max_messages: int = DEFAULT_VIEW_MESSAGES) -> None:
+        self.max_messages = max_messages
+        self.size = 0
+        self._entries: OrderedDict[tuple[int, int], FrozenView] = OrderedDict()
+
+    def get(self, key: tuple[int, int]) -> FrozenView | None:
+        view = self._entries.get(key)
+        if view is not None:
+            self._entries.move_to_end(key)
+        return view
+
+    def put(self, key: tuple[int, int], view: FrozenView) -> None:
+        if len(view.uids) > self.max_messages:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.size -= len(old.uids)
+        self._entries[key] = view
+        self.size += len(view.uids)
+        while self.size > self.max_messages:
+            _, dropped = self._entries.popitem(last=False)
+            self.size -= len(dropped.uids)
+
+    def drop(self, key: tuple[int, int]) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.size -= len(old.uids)
 
 
 def _cost(value: Value) -> int:

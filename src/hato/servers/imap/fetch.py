@@ -25,6 +25,7 @@ Left out: PREVIEW (RFC 8970).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import re
 
 from hato.codec.imap import response
@@ -35,7 +36,7 @@ from hato.core.errors import NotFound
 from hato.servers.imap import qresync
 from hato.servers.imap.cache import CACHEABLE
 from hato.servers.imap.outcome import CommandFailed, Outcome
-from hato.servers.imap.selected import resolve
+from hato.servers.imap.selected import Selected, resolve
 from hato.servers.imap.session import Session
 from hato.store.api import BlobStore
 from hato.store.model import SEEN, FlagOp, Message
@@ -107,6 +108,11 @@ BIG_PARSE = 1 << 20  # a chunk with more bytes than this is parsed off the event
 # Up to this many messages (whole: this many bytes in all) are read on the event loop: a
 # few small files cost less than the hop to a worker thread.
 INLINE_READS = 32
+# UID/FLAGS/MODSEQ of at least this many messages, half the mailbox or more, are rendered from
+# one column read of the mailbox (``_fetch_columns``), written out in rounds of COLUMN_FLUSH.
+COLUMN_FETCH_MIN = 1000
+COLUMN_FLUSH = 2000
+_COLUMN_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 INLINE_BYTES = 256 * 1024
 
 
@@ -220,15 +226,15 @@ def _render_contents(items: tuple[FetchItem, ...], data: bytes) -> list[bytes | 
 
 
 def _render(
-    session: Session,
     message: Message,
     items: tuple[FetchItem, ...],
     contents: list[bytes | CommandFailed],
     *,
+    flags: bytes,
     add_flags: bool,
 ) -> bytes:
     """``(item item ...)`` of one message; ``contents`` holds the rendered content items in
-    order (``_render_contents``)."""
+    order (``_render_contents``), ``flags`` the FLAGS list to show."""
     out: list[bytes] = []
     next_content = iter(contents)
     for item in items:
@@ -236,7 +242,7 @@ def _render(
         if name == "UID":
             out.append(b"UID %d" % message.uid)
         elif name == "FLAGS":
-            out.append(b"FLAGS " + _flags(session, message))
+            out.append(b"FLAGS " + flags)
         elif name == "INTERNALDATE":
             out.append(b"INTERNALDATE " + response.date_time(message.internal_date))
         elif name == "RFC822.SIZE":
@@ -257,15 +263,8 @@ def _render(
                 raise rendered
             out.append(rendered)
     if add_flags:
-        out.append(b"FLAGS " + _flags(session, message))
+        out.append(b"FLAGS " + flags)
     return b"(" + b" ".join(out) + b")"
-
-
-def _flags(session: Session, message: Message) -> bytes:
-    """The FLAGS to show: with \\Recent for IMAP4rev1 sessions (RFC 3501 §2.3.2)."""
-    if session.selected is not None:
-        return session.selected.flag_bytes(message.uid, message.flags)
-    return response.flag_list(response.sorted_flags(message.flags))
 
 
 async def _contents(
@@ -311,6 +310,54 @@ async def _contents(
     return done
 
 
+async def _fetch_columns(
+    session: Session,
+    selected: Selected,
+    wanted: list[int],
+    items: tuple[FetchItem, ...],
+    *,
+    changed_since: int | None,
+) -> bool:
+    """UID/FLAGS/MODSEQ of most of a mailbox (a client's flag resynchronisation, ``UID FETCH
+    1:* (FLAGS)``) from one column read of the mailbox (``snapshot_mailbox``): no object per
+    message. Returns whether some wanted message is gone from the store."""
+    snapshot = await session.store.snapshot_mailbox(selected.mailbox_id)
+    uids, modseqs, flag_ids = snapshot.uids, snapshot.modseqs, snapshot.flag_ids
+    local = [selected.flag_sets.id_of(flags) for flags in snapshot.flag_sets]
+    rendered = selected.flag_sets.rendered
+    recent = selected.recent if selected.legacy else frozenset[int]()
+    record = any(i.name == "FLAGS" for i in items)
+    view = selected.uids
+    gone = False
+    at = here = 0  # positions in the snapshot and in the view (both ascending)
+    for count, uid in enumerate(wanted, 1):
+        at = bisect.bisect_left(uids, uid, at)
+        if at == len(uids) or uids[at] != uid:
+            gone = True  # expunged by another session: not in the store any more
+            continue
+        modseq = modseqs[at]
+        if changed_since is not None and modseq <= changed_since:
+            continue
+        here = bisect.bisect_left(view, uid, here)
+        flag_id = local[flag_ids[at]]
+        if record:  # the client now knows these flags
+            selected.flag_ids[here] = flag_id
+            selected.modseqs[here] = modseq
+        out = []
+        for item in items:
+            if item.name == "UID":
+                out.append(b"UID %d" % uid)
+            elif item.name == "FLAGS":
+                out.append(b"FLAGS " + rendered(flag_id, recent=uid in recent))
+            else:
+                out.append(b"MODSEQ (%d)" % modseq)
+        session.write(b"* %d FETCH (" % (here + 1) + b" ".join(out) + b")\r\n")
+        if count % COLUMN_FLUSH == 0:
+            await session.flush()
+    await session.flush()
+    return gone
+
+
 def _sets_seen(item: FetchItem) -> bool:
     return item.name in _SETS_SEEN or (item.name in ("BODY[]", "BINARY") and not item.peek)
 
@@ -346,7 +393,15 @@ async def cmd_fetch(session: Session, command: Command) -> Outcome:
     wants_flags = any(i.name == "FLAGS" for i in items)
     content = tuple(i for i in items if i.name not in _META)
     head = _header_only(tuple(items))
-    batch = session.settings.fetch_batch
+    if (len(wanted) >= COLUMN_FETCH_MIN and 2 * len(wanted) >= selected.exists
+            and all(i.name in _COLUMN_ITEMS for i in items)):
+        gone = await _fetch_columns(session, selected, wanted, tuple(items),
+                                    changed_since=args.changed_since) or gone
+        return Outcome("some messages were expunged", "EXPUNGEISSUED") if gone \
+            else Outcome("FETCH completed")
+    # Metadata alone is cheap to render: bigger rounds, fewer store reads and flushes.
+    batch = session.settings.fetch_batch * (1 if content else 5)
+    all_items = tuple(items)
     for start in range(0, len(wanted), batch):
         chunk = wanted[start : start + batch]
         messages = await session.store.get_messages(selected.mailbox_id, chunk)
@@ -366,10 +421,12 @@ async def cmd_fetch(session: Session, command: Command) -> Outcome:
         if content and messages:
             rendered = await _contents(session, messages, content, head=head)
         for message in messages:
-            if wants_flags or message.uid in seen_now:
-                selected.remember(message)  # the client now knows these flags
+            index = selected.index(message.uid)  # in the view: ``wanted`` came from it
+            seen = message.uid in seen_now
+            # RFC 3501 §2.3.2: \Recent in FLAGS for IMAP4rev1; the client now knows them.
+            flags = selected.shown(index, message, record=wants_flags or seen)
             extra: tuple[FetchItem, ...] = ()
-            if message.uid in seen_now and session.condstore:
+            if seen and session.condstore:
                 # RFC 7162 §3.2.4: a FETCH that implicitly set \Seen carries UID and MODSEQ.
                 extra = tuple(FetchItem(n) for n in ("UID", "MODSEQ")
                               if not any(i.name == n for i in items))
@@ -377,9 +434,9 @@ async def cmd_fetch(session: Session, command: Command) -> Outcome:
             if content and message.blob_id not in rendered:
                 gone = True  # expunged (and its blob released) while we were fetching
                 continue
-            body = _render(session, message, tuple(items) + extra, contents,
-                           add_flags=message.uid in seen_now and not wants_flags)
-            session.write(b"* %d FETCH " % selected.seq_of(message.uid) + body + b"\r\n")
+            body = _render(message, all_items + extra if extra else all_items, contents,
+                           flags=flags, add_flags=seen and not wants_flags)
+            session.write(b"* %d FETCH " % (index + 1) + body + b"\r\n")
         await session.flush()
     if gone:
         return Outcome("some messages were expunged", "EXPUNGEISSUED")

@@ -90,7 +90,8 @@ async def cmd_select(session: Session, command: Command) -> Outcome:
         session.condstore = True  # RFC 7162 §3.1.8
     selected = await open_selected(session.store, mailbox, read_only=read_only,
                                    display_name=mailbox.name, claims=session.recent,
-                                   legacy=not session.rev2)
+                                   legacy=not session.rev2,
+                                   views=session.content_cache.views)
     flags = [*SYSTEM_FLAGS, *selected.keywords()]
     session.untagged(b"FLAGS " + response.flag_list(flags))
     # RFC 9051 §7.1: PERMANENTFLAGS; "\*" = new keywords can be created. None when read-only.

@@ -123,6 +123,11 @@ def _bound(key: SearchKey, indexed: Indexed) -> frozenset[int] | None:
     return None
 
 
+def _match_name(key: KeyText) -> str:
+    """Content-cache name of a message's answer to a TEXT/BODY key (``_Evaluator._text``)."""
+    return f"match:{_scope(key).value}:{key.value}"
+
+
 def _header_names(key: SearchKey) -> set[str]:
     """The (lower-case) header field names the header keys of ``key`` test."""
     return {k.name.lower() for k in _text_keys(key) if isinstance(k, KeyHeader)}
@@ -187,7 +192,12 @@ class _Candidate:
         return self._root
 
     def text(self) -> SearchableText:
-        assert self.whole, "TEXT/BODY tested on a message read whole"
+        if not self.whole:  # a cached match was expected but is gone since: read it now
+            self.data = read_blobs(self.blobs, [self.message.blob_id], head=False).get(
+                self.message.blob_id)
+            if self.data is None:
+                raise NotFound("message expunged")
+            self.whole, self._root = True, None
         if self._text is None:
             self._text = extract(self.data or b"", self.root())
         return self._text
@@ -308,12 +318,19 @@ class _Evaluator:
         if hits is None:
             return lambda c: matches(c.text(), value, scope=scope)
         found, unindexed = hits.uids, hits.unindexed
+        cache, name = self.cache, _match_name(key)
 
         def test(c: _Candidate) -> bool:
             uid = c.message.uid
             if uid not in unindexed:
                 return uid in found
-            return matches(c.text(), value, scope=scope)
+            # Tested here; the answer is kept per message (its text never changes).
+            known = cache.get_bytes(c.message.blob_id, name)
+            if known is not None:
+                return known == b"1"
+            result = matches(c.text(), value, scope=scope)
+            cache.put(c.message.blob_id, name, b"1" if result else b"0")
+            return result
 
         return test
 
@@ -371,6 +388,13 @@ async def matching(session: Session, selected: Selected, search: SearchKey) -> l
     cache = session.content_cache
     blobs = session.store.blobs
 
+    match_names = [_match_name(k) for k in indexed if isinstance(k, KeyText)]
+
+    def body_needed(m: Message) -> bool:
+        # Unindexed messages are read whole unless every TEXT/BODY answer of theirs is cached.
+        return whole or (m.uid in scan and any(
+            cache.get(m.blob_id, name) is None for name in match_names))
+
     def head_needed(m: Message) -> bool:
         if not content or m.uid in scan:
             return False
@@ -382,15 +406,15 @@ async def matching(session: Session, selected: Selected, search: SearchKey) -> l
     for start in range(0, len(view), _READ_BATCH):
         batch = view[start : start + _READ_BATCH]
         heads = [] if whole else [m.blob_id for _, m in batch if head_needed(m)]
-        bodies = [m.blob_id for _, m in batch if whole or m.uid in scan]
-        asked = set(heads)
+        bodies = [m.blob_id for _, m in batch if body_needed(m)]
+        asked, asked_whole = set(heads), set(bodies)
         read: dict[str, bytes] = {}
         read_whole: dict[str, bytes] = {}
         if heads or bodies:
             read, read_whole = await asyncio.to_thread(
                 _read_all, session.store.blobs, heads, bodies)
         for seq, message in batch:
-            full = whole or message.uid in scan
+            full = message.blob_id in asked_whole
             data = (read_whole if full else read).get(message.blob_id)
             if data is None and (full or message.blob_id in asked):
                 continue  # its body went with an expunge that just committed
@@ -407,7 +431,7 @@ _READ_BATCH = 256  # message bodies read per worker-thread hop
 # smaller one every header block is read once and its decoded fields are cached, which
 # beats an index query (over every mailbox of the store) from the second search on.
 INDEX_HEADERS_ABOVE = 4096
-TEXT_REFRESH = 32  # messages newer than a cached index answer tested here before asking again
+TEXT_REFRESH = 256  # messages newer than a cached index answer tested here before asking again
 
 
 def _read_all(

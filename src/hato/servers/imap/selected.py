@@ -27,12 +27,14 @@ from dataclasses import dataclass, field
 
 from hato.codec.imap import response
 from hato.codec.imap.sequence import STAR, SequenceSet, SequenceSetError, format_set
+from hato.servers.imap.cache import FrozenView, ViewCache
 from hato.servers.imap.outcome import CommandFailed
 from hato.servers.imap.recent import RecentClaims
 from hato.store.api import MailStore
 from hato.store.model import SEEN, SYSTEM_FLAGS, ChangeKind, Mailbox, Message
 
 RECENT = "\\Recent"
+KEEP_VIEW_ABOVE = 4096  # views of mailboxes with more messages are kept for the next SELECT
 
 
 class MailboxGone(Exception):
@@ -145,18 +147,12 @@ class Selected:
                   if SEEN not in flags and i in present]  # array.index: a C-level scan
         return min(firsts) + 1 if firsts else None
 
-    # -- rendering -------------------------------------------------------------------------
-    def flags_of(self, message: Message) -> list[str]:
-        """The flags to show (RFC 3501 §2.3.2: plus \\Recent for IMAP4rev1 sessions)."""
-        flags = response.sorted_flags(message.flags)
-        if self.legacy and message.uid in self.recent:
-            flags.append(RECENT)
-        return flags
-
-    def flag_bytes(self, uid: int, flags: frozenset[str]) -> bytes:
-        """The rendered FLAGS list of ``flags`` for ``uid`` (with \\Recent when due)."""
-        return self.flag_sets.rendered(self.flag_sets.id_of(flags),
-                                       recent=self.legacy and uid in self.recent)
+    def freeze(self) -> FrozenView:
+        """A copy of the view for ``ViewCache`` (the arrays are copied: C-level)."""
+        return FrozenView(uids=array("I", self.uids), modseqs=array("Q", self.modseqs),
+                          flag_ids=array("I", self.flag_ids),
+                          flag_sets=tuple(self.flag_sets.sets), modseq=self.modseq,
+                          highest=self.highest)
 
     # -- changes ---------------------------------------------------------------------------
     def record(self, uid: int, flags: frozenset[str], modseq: int) -> bool:
@@ -167,6 +163,16 @@ class Selected:
         self.flag_ids[i] = self.flag_sets.id_of(flags)
         self.modseqs[i] = modseq
         return True
+
+    def shown(self, index: int, message: Message, *, record: bool) -> bytes:
+        """The rendered FLAGS of ``message``, at ``index`` in the view (with \\Recent when
+        due); with ``record`` the view notes its flags and MODSEQ as now reported."""
+        flag_id = self.flag_sets.id_of(message.flags)
+        if record:
+            self.flag_ids[index] = flag_id
+            self.modseqs[index] = message.modseq
+        return self.flag_sets.rendered(flag_id,
+                                       recent=self.legacy and message.uid in self.recent)
 
     def remember(self, message: Message) -> None:
         self.record(message.uid, message.flags, message.modseq)
@@ -206,6 +212,11 @@ class Selected:
             write(response.untagged(b"%d EXPUNGE" % self.remove(uid)))
 
 
+def _discard(data: bytes) -> None:
+    """Where the untagged responses of bringing a kept view up to date go: the client has
+    not seen that view, it learns the result from SELECT's own responses."""
+
+
 async def open_selected(
     store: MailStore,
     mailbox: Mailbox,
@@ -214,34 +225,81 @@ async def open_selected(
     display_name: str,
     claims: RecentClaims | None = None,
     legacy: bool = True,
+    views: ViewCache | None = None,
 ) -> Selected:
-    # The account MODSEQ, the mailbox's own HIGHESTMODSEQ and the message list are read in
-    # one transaction: every change up to the reported HIGHESTMODSEQ is in the list (RFC 7162
-    # §3.1.2.1, so a QRESYNC client caching it loses nothing), and ``sync`` picks up every
-    # change after the account MODSEQ.
-    snapshot = await store.snapshot_mailbox(mailbox.id)
-    uids = snapshot.uids
     key = (mailbox.id, mailbox.uidvalidity)
-    recent: set[int] = set()
+    selected: Selected | None = None
+    keep = views is not None and mailbox.message_count > KEEP_VIEW_ABOVE
+    if views is not None and keep:
+        frozen = views.get(key)
+        if frozen is not None:
+            selected = await _thaw(store, mailbox, frozen, read_only=read_only,
+                                   display_name=display_name, legacy=legacy)
+            if selected is None:
+                views.drop(key)
+    if selected is None:
+        # The account MODSEQ, the mailbox's own HIGHESTMODSEQ and the message list are read
+        # in one transaction: every change up to the reported HIGHESTMODSEQ is in the list
+        # (RFC 7162 §3.1.2.1, so a QRESYNC client caching it loses nothing), and ``sync``
+        # picks up every change after the account MODSEQ.
+        snapshot = await store.snapshot_mailbox(mailbox.id)
+        selected = Selected(
+            mailbox_id=mailbox.id,
+            name=display_name,
+            uidvalidity=mailbox.uidvalidity,
+            read_only=read_only,
+            uids=snapshot.uids,
+            modseqs=snapshot.modseqs,
+            flag_ids=snapshot.flag_ids,
+            flag_sets=FlagSets(snapshot.flag_sets),
+            modseq=snapshot.account_modseq,
+            highest=snapshot.mailbox.highest_modseq,
+            legacy=legacy,
+        )
+    if views is not None and keep:
+        views.put(key, selected.freeze())
     if claims is not None:
         # Only UIDs above the claimed high-water mark can be \Recent (``recent.py``).
+        uids = selected.uids
         fresh = uids[bisect.bisect_right(uids, claims.high_water(key)) :]
-        recent = claims.claim(key, fresh, read_only=read_only)
-    return Selected(
+        selected.recent = claims.claim(key, fresh, read_only=read_only)
+        selected.claims = claims
+    return selected
+
+
+async def _thaw(
+    store: MailStore,
+    mailbox: Mailbox,
+    frozen: FrozenView,
+    *,
+    read_only: bool,
+    display_name: str,
+    legacy: bool,
+) -> Selected | None:
+    """A copy of a kept view brought up to date from the change log (the same steps as
+    ``sync``, without telling anyone); None when the mailbox is gone."""
+    # Read before the changes: every change up to this MODSEQ is then among them.
+    account_modseq = await store.highest_modseq(mailbox.account_id)
+    selected = Selected(
         mailbox_id=mailbox.id,
         name=display_name,
         uidvalidity=mailbox.uidvalidity,
         read_only=read_only,
-        uids=uids,
-        modseqs=snapshot.modseqs,
-        flag_ids=snapshot.flag_ids,
-        flag_sets=FlagSets(snapshot.flag_sets),
-        modseq=snapshot.account_modseq,
-        highest=snapshot.mailbox.highest_modseq,
-        recent=recent,
+        uids=array("I", frozen.uids),
+        modseqs=array("Q", frozen.modseqs),
+        flag_ids=array("I", frozen.flag_ids),
+        flag_sets=FlagSets(frozen.flag_sets),
+        modseq=frozen.modseq,
+        highest=frozen.highest,
         legacy=legacy,
-        claims=claims,
     )
+    try:
+        await sync(store, mailbox.account_id, selected, allow_expunge=True, condstore=False,
+                   write=_discard)
+    except MailboxGone:
+        return None
+    selected.modseq = max(selected.modseq, account_modseq)
+    return selected
 
 
 async def sync(

@@ -114,11 +114,13 @@ class Janitor:
     def move(self, blob_id: str) -> None:
         with self._cond:
             now = time.monotonic()
-            if not self._moves:
+            first = not self._moves
+            if first:
                 self._first_move = now
             self._last_move = now
             self._moves.add(blob_id)
-            self._cond.notify_all()
+            if first:  # later ones: the waiting thread looks again within ROUND_INTERVAL
+                self._cond.notify_all()
 
     def sync(self, dirs: Dirs, ids: set[str], done: Cleared) -> None:
         with self._cond:

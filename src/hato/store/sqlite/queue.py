@@ -3,9 +3,11 @@
 Every change is one unit of work (``db.py``), so it is one atomic, fsynced write:
 ``deliver_and_queue`` stores the local copies and the queue entries of one received message
 together (the SMTP server answers 250 only after it); ``claim_queue`` leases due entries
-(QUEUED, DEFERRED whose time has come) by moving them to ACTIVE; ``update_queue`` applies one
-``QueueUpdate`` (new state checked against ``hato.store.queue.TRANSITIONS``, per-recipient
-results, and an optional generated DSN stored in the same transaction). ``recover_queue``
+(QUEUED, DEFERRED whose time has come) by moving them to ACTIVE, in one UPDATE ... RETURNING
+per 500; ``update_queue`` applies one ``QueueUpdate`` (new state checked against
+``hato.store.queue.TRANSITIONS``, per-recipient results, and an optional generated DSN stored
+in the same transaction); ``update_queue_many`` applies many in one unit of work, each
+checked on its own, with one statement per table for the batch. ``recover_queue``
 puts entries left ACTIVE by a crash back to QUEUED, so at most the message in flight is
 resent. A live entry (not DELIVERED/BOUNCED) keeps its blob referenced (``refs.py``); when an
 entry becomes final or is deleted, its blob is journalled for deletion if nothing else needs it.
@@ -120,11 +122,13 @@ def _decode_notify(text: str | None) -> frozenset[str] | None:
 
 
 _RCPT_COLUMNS = "address, notify, orcpt, status, reply, remote_mta"
+_STATE = {s.value: s for s in QueueState}  # a dict lookup per row, not an Enum call
+_RCPT_STATUS = {s.value: s for s in RcptStatus}
 _CHUNK = 500  # ids per IN (...) list: well under SQLITE_MAX_VARIABLE_NUMBER
 
 
 def _recipient(r: Sequence[Any]) -> QueueRecipient:
-    return QueueRecipient(r[0], _decode_notify(r[1]), r[2], RcptStatus(r[3]), r[4], r[5])
+    return QueueRecipient(r[0], _decode_notify(r[1]), r[2], _RCPT_STATUS[r[3]], r[4], r[5])
 
 
 def _recipients(unit: Unit, entry_id: int) -> tuple[QueueRecipient, ...]:
@@ -141,7 +145,7 @@ def _entry(unit: Unit, row: Sequence[Any]) -> QueueEntry:
 def _entry_with(row: Sequence[Any], recipients: tuple[QueueRecipient, ...]) -> QueueEntry:
     return QueueEntry(
         id=int(row[0]),
-        state=QueueState(row[1]),
+        state=_STATE[row[1]],
         blob_id=row[2],
         size=int(row[3]),
         strip_prefix=int(row[4]),
@@ -402,7 +406,7 @@ def update_many(
             f"FROM queue WHERE id IN ({marks})",
             chunk,
         ):
-            current[int(row[0])] = (QueueState(row[1]), str(row[2]), int(row[3]))
+            current[int(row[0])] = (_STATE[row[1]], str(row[2]), int(row[3]))
     results: list[HatoError | None] = []
     rcpt_rows: list[tuple[Any, ...]] = []
     entry_rows: list[tuple[Any, ...]] = []

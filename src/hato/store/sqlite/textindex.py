@@ -317,6 +317,7 @@ class Indexer:
         self._again = False
         self._stopped = False
         self._last_kick = 0.0  # loop time of the last kick
+        self._scheduled = False  # a kick from another thread waits on the event loop
         self._lock = asyncio.Lock()  # one pass at a time: no document is extracted twice
 
     def start(self) -> None:
@@ -336,10 +337,20 @@ class Indexer:
         self._task = loop.create_task(self._background())
 
     def kick_threadsafe(self) -> None:
-        """``kick`` from another thread (the database thread's on-commit hook)."""
+        """``kick`` from another thread (the database thread's on-commit hook): at most one
+        waits on the event loop at a time (one wake-up, not one per stored message)."""
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.kick)
+        if loop is None or loop.is_closed():
+            return
+        self._last_kick = loop.time()  # the monotonic clock: callable from any thread
+        if self._scheduled:
+            return
+        self._scheduled = True
+        loop.call_soon_threadsafe(self._kicked)
+
+    def _kicked(self) -> None:
+        self._scheduled = False
+        self.kick()
 
     async def stop(self) -> None:
         self._stopped = True
