@@ -12,7 +12,11 @@ message.
 
 Usage (as root, from the project root):
     PYTHONPATH=src python3 bench/smtp_receive.py [--small 2000] [--large 300]
-Prints a Markdown table for docs/benchmarks.md. ``--serve DIR`` is the internal server mode.
+    PYTHONPATH=src python3 bench/smtp_receive.py --hato-only [--size 1024] [--profile FILE]
+Prints a Markdown table for docs/benchmarks.md. ``--hato-only`` runs Hato alone (``--small``
+messages of ``--size`` octets) and prints its CPU per message by thread; ``--profile FILE``
+does that with the server's event loop thread under cProfile (``time.thread_time``) and
+writes the stats to FILE. ``--serve DIR`` is the internal server mode.
 """
 
 from __future__ import annotations
@@ -20,15 +24,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
+import json
 import logging
 import os
 import pwd
 import shutil
+import signal
 import smtplib
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +51,47 @@ RCPT = f"alice@{DOMAIN}"
 
 
 # -- Hato, in its own process ---------------------------------------------------------------
-async def _serve(data_dir: Path) -> None:
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of every thread of this process, by thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    found: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        name = names.get(int(task.name), "other")
+        name = "to_thread workers" if name.startswith("asyncio_") else name.partition(":")[0]
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def _measure(data_dir: Path, profile: Path | None) -> None:
+    """SIGUSR1 starts a measurement (and the profiler), SIGUSR2 ends it: CPU by thread
+    written to ``cpu.json`` in ``data_dir``, the stats to ``profile``."""
+    profiler = cProfile.Profile(time.thread_time) if profile is not None else None
+    start: dict[str, float] = {}
+
+    def begin() -> None:
+        start.clear()
+        start.update(_thread_cpu())
+        if profiler is not None:
+            profiler.enable()
+
+    def end() -> None:
+        if profiler is not None and profile is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        spent = {k: v - start.get(k, 0.0) for k, v in _thread_cpu().items()}
+        (data_dir / "cpu.json").write_text(json.dumps(spent))
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, begin)
+    loop.add_signal_handler(signal.SIGUSR2, end)
+
+
+async def _serve(data_dir: Path, profile: Path | None = None) -> None:
     from hato.codec.smtp import Limits
     from hato.policy.authn import Authenticator
     from hato.policy.smtp import Role
@@ -66,6 +114,7 @@ async def _serve(data_dir: Path) -> None:
     )
     service = SmtpService(settings, store, Authenticator(store))
     await service.start()
+    _measure(data_dir, profile)
     print(f"PORT {service.port_for(Role.MX, TlsMode.NONE)}", flush=True)
     await asyncio.Event().wait()
 
@@ -84,11 +133,12 @@ async def _seed(data_dir: Path) -> None:
 
 
 class Hato:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, profile: Path | None = None) -> None:
         asyncio.run(_seed(data_dir))
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        extra = ["--profile", str(profile)] if profile is not None else []
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(data_dir)],
+            [sys.executable, __file__, "--serve", str(data_dir), *extra],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -176,6 +226,37 @@ def hato_run(work: Path, *, count: int, size: int) -> HatoRun:
         server.stop()
 
 
+def hato_only(work: Path, *, count: int, size: int, profile: Path | None) -> None:
+    """Hato alone: msg/s and its CPU per message by thread (the event loop under cProfile
+    with ``profile``)."""
+    data = work / f"hato-{size}"
+    server = Hato(data, profile)
+    try:
+        smtp_source(server.port, count=10, size=size)  # warm up (imports, first fsyncs)
+        server.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.2)
+        seconds = smtp_source(server.port, count=count, size=size)
+        server.proc.send_signal(signal.SIGUSR2)
+        report = data / "cpu.json"
+        deadline = time.monotonic() + 60
+        while not report.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
+        spent: dict[str, float] = json.loads(report.read_text())
+    finally:
+        server.stop()
+    total = sum(spent.values())
+    print(f"hato: {count / seconds:.1f} msg/s; process CPU {1000 * total / count:.3f} ms/msg")
+    for name, value in sorted(spent.items(), key=lambda kv: -kv[1]):
+        if value > 0:
+            print(f"  {name}: {1000 * value / count:.3f} ms/msg")
+    if profile is not None:
+        import pstats
+
+        loop_cpu = pstats.Stats(str(profile)).total_tt  # type: ignore[attr-defined]
+        print(f"event loop thread CPU (profiled): {1000 * loop_cpu / count:.3f} ms/msg")
+
+
 # -- Postfix delivering to Maildir --------------------------------------------------------------
 def postfix_run(work: Path, *, count: int, size: int) -> float:
     from postfixkit import PostfixInstance
@@ -242,14 +323,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=2000, help="1 KB messages per server")
     parser.add_argument("--large", type=int, default=300, help="100 KB messages per server")
+    parser.add_argument("--hato-only", action="store_true", help="Hato alone, CPU by thread")
+    parser.add_argument("--size", type=int, default=1024, help="message size for --hato-only")
+    parser.add_argument("--profile", type=Path, help="--hato-only under cProfile, stats here")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(_serve(args.serve))
+        asyncio.run(_serve(args.serve, args.profile))
         return
     with tempfile.TemporaryDirectory(prefix="hato-bench-") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)
+        if args.hato_only or args.profile:
+            profile = args.profile.resolve() if args.profile else None
+            hato_only(work, count=args.small, size=args.size, profile=profile)
+            return
         rows = []
         for label, size, count in (("1 KB", 1024, args.small), ("100 KB", 102_400, args.large)):
             hato = hato_run(work, count=count, size=size)

@@ -48,7 +48,7 @@ def test_concurrent_starttls_then_command(
 ) -> None:
     env = sieve_env()
     dialect, context = _dialect(env), env.client_context()
-    failures = kit.hammer(lambda: _check(client(dialect, context)), threads=10, each=12)
+    failures = kit.hammer(lambda: _check(client(dialect, context)), threads=10, each=20)
     assert failures == [], failures[:3]
 
 

@@ -192,6 +192,41 @@ def test_only_unusable_records_mean_encryption_without_authentication(
     assert decide(StaticResolver(zone, secure=list(zone))).requirement is Requirement.DANE
 
 
+def test_requiretls_never_settles_for_unauthenticated_tls_from_unusable_records() -> None:
+    zone = {"mx.d.test": {"A": ["192.0.2.1"]}, "_25._tcp.mx.d.test": {"TLSA": [UNUSABLE[0]]}}
+
+    def decide_requiretls(zone: dict[str, Any], *, mx_secure: bool = True) -> HostPolicy:
+        return asyncio.run(
+            host_policy(
+                "mx.d.test",
+                resolver=StaticResolver(zone, secure=list(zone)),
+                port=25,
+                mx_secure=mx_secure,
+                sts=None,
+                via_mx=True,
+                requiretls=True,
+                tls_optional=False,
+                domain="d.test",
+            )
+        )
+
+    # RFC 8689 §4.2.1 step 4: the certificate must be authenticated (RFC 6125 or RFC
+    # 7672): records that cannot authenticate leave the PKIX check of the MX host name
+    policy = decide_requiretls(zone)
+    assert policy.requirement is Requirement.PKIX and policy.usable
+    assert policy.source == "requiretls" and policy.base_domain is None  # SNI: the MX name
+    # usable records: DANE authenticates, as without REQUIRETLS
+    zone["_25._tcp.mx.d.test"] = {"TLSA": [EE]}
+    assert decide_requiretls(zone).requirement is Requirement.DANE
+    # RFC 8689 §4.2.1 step 2: a DNSSEC-signed MX validates the name, no TLSA: PKIX
+    del zone["_25._tcp.mx.d.test"]
+    policy = decide_requiretls(zone)
+    assert policy.requirement is Requirement.PKIX and policy.usable
+    # an unsigned MX without MTA-STS: the name is not validated, the host is not used
+    policy = decide_requiretls(zone, mx_secure=False)
+    assert not policy.usable and "5.7.10" in (policy.error or "")
+
+
 # -- §3.2.2: reference identifiers --------------------------------------------------------
 
 
@@ -416,6 +451,31 @@ def test_unusable_records_deliver_over_unauthenticated_tls_only(
             assert entries and "4.7.10" in (entries[0].recipients[0].reply or "")
         finally:
             await plain.stop()
+
+    run(tmp_path, body, zone)
+
+
+def test_requiretls_mail_is_not_sent_over_tls_that_unusable_records_leave_unchecked(
+    tmp_path: Path,
+) -> None:
+    zone: dict[str, Any] = {"d.test": {"MX": [(10, "mx.d.test")]}, "mx.d.test": {"A": [HOST]}}
+
+    async def body(world: World, port: int, runner: Callable[..., QueueRunner]) -> None:
+        world.dns.set(f"_{port}._tcp.mx.d.test", "TLSA", [tuple(UNUSABLE[0])])
+        tls = server_tls(tmp_path, "unrelated.test")  # no CA, no record vouches for it
+        caps = ("PIPELINING", "8BITMIME", "DSN", "SMTPUTF8", "SIZE 0", "REQUIRETLS")
+        sink = await Sink(HOST, port, tls=tls, capabilities=caps).start()
+        try:
+            (eid,) = await world.queue(["x@d.test"], requiretls=True)
+            await runner().run_once()
+            entry = await world.store.get_queue_entry(eid)
+            assert entry is not None and entry.state is QueueState.BOUNCED
+            # RFC 8689 §4.2.1: an unauthenticated certificate: the message is not sent
+            assert not sink.transactions
+            assert all("MAIL" not in " ".join(s.commands) for s in sink.sessions)
+            assert ".7.10" in (entry.recipients[0].reply or "")  # X.7.10: encryption needed
+        finally:
+            await sink.stop()
 
     run(tmp_path, body, zone)
 

@@ -16,7 +16,7 @@ from outbound_kit import World, open_world, server_tls, shared_port
 from outbound_sink import Sink
 
 from dnsserver import DnsServer
-from hato.outbound.queue import OutboundSettings, backoff
+from hato.outbound.settings import OutboundSettings, backoff
 from hato.store.queue import QueueRecipient, QueueState, RcptStatus
 
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")

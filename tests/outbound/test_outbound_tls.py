@@ -246,3 +246,25 @@ def test_smarthost_with_starttls_and_auth(tmp_path: Path) -> None:
             await sink.stop()
 
     scenario(tmp_path, body)
+
+
+def test_smarthost_certificate_is_verified_before_auth(tmp_path: Path) -> None:
+    """RFC 8314 §5.1 / RFC 4954 §4: the relay's credentials go only over TLS whose certificate
+    names the relay; an untrusted one defers the message and no AUTH is sent."""
+
+    async def body(world: World, port: int) -> None:
+        # A certificate for another name than relay.test (and not in the CA bundle for it).
+        sink = await Sink(
+            "127.0.0.2", port, tls=server_tls(tmp_path, "impostor.test"), auth=("hato", "s3cret!!")
+        ).start()
+        try:
+            smarthost = Relay("relay.test", port, auth=("hato", "s3cret!!"))
+            await world.queue(["x@anywhere.test"])
+            await world.make_runner(smarthost=smarthost).run_once()
+            assert sink.authenticated == [] and sink.delivered == []
+            (entry,) = await world.store.list_queue()
+            assert entry.state is QueueState.DEFERRED
+        finally:
+            await sink.stop()
+
+    scenario(tmp_path, body)

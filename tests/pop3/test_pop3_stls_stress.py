@@ -65,14 +65,14 @@ ClientFn = Callable[[Dialect, ssl.SSLContext], bytes]
 def test_concurrent_stls_then_command(pop3_env: Any, client: ClientFn) -> None:
     env = pop3_env()
     dialect, context = _dialect(env), env.client_context()
-    failures = kit.hammer(lambda: _check(client(dialect, context)), threads=10, each=12)
+    failures = kit.hammer(lambda: _check(client(dialect, context)), threads=10, each=20)
     assert failures == [], failures[:3]
 
 
 def test_concurrent_poplib_stls(pop3_env: Any) -> None:
     env = pop3_env()
     context = env.client_context()
-    failures = kit.hammer(lambda: _poplib_client(env, context), threads=10, each=12)
+    failures = kit.hammer(lambda: _poplib_client(env, context), threads=10, each=20)
     assert failures == [], failures[:3]
 
 

@@ -135,8 +135,9 @@ class OutboundConfig:
     ca_file: Path | None = setting(  # noqa: RUF009
         None,
         FilePath(),
-        doc="Trust anchors (PEM) for verifying MX certificates under MTA-STS and REQUIRETLS; "
-        "the system store when not set.",
+        doc="Trust anchors (PEM) for verifying MX certificates under MTA-STS and REQUIRETLS, "
+        "and the certificate of a smarthost or transport that uses AUTH; the system store "
+        "when not set.",
     )
     dkim: bool = setting(
         True,

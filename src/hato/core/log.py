@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import secrets
 from typing import Any
 
 _conn_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("hato_conn_id", default=None)
+_NEEDS_QUOTES = re.compile(r'[ ="\n\r\t]')
 _REDACTED = frozenset({"password", "pass", "passwd", "secret", "token", "auth_data", "response"})
 
 logger = logging.getLogger("hato")
@@ -34,7 +36,7 @@ def current_connection_id() -> str | None:
 
 def _quote(value: Any) -> str:
     text = str(value)
-    if text == "" or any(ch in text for ch in ' ="\n\r\t'):
+    if text == "" or _NEEDS_QUOTES.search(text) is not None:
         escaped = text.replace("\\", "\\\\").replace('"', '\\"')
         escaped = escaped.replace("\n", "\\n").replace("\r", "\\r")
         return f'"{escaped}"'

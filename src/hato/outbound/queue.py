@@ -1,20 +1,19 @@
-"""The queue runner: claims due queue entries, delivers them, retries, expires, bounces.
+"""The queue runner: claims due queue entries and delivers them, one connection per worker.
 
 The queue itself lives in the store (``hato.store.queue`` states and transitions, one atomic
 write per change); this module is its scheduler and the ``Service`` the app starts. One
 attempt: claim due entries (QUEUED, or DEFERRED whose time came) as ACTIVE; group them by
 destination; per destination at most ``per_destination`` connections, each reused for
 several messages (the next envelope sent ahead with this message's content, RFC 2920
-§3.1); route (``routing``), pick the TLS requirement per host (``tlspolicy``, MTA-STS, DANE,
-REQUIRETLS), send (``client``), then settle every entry in one checked change, written
+§3.1); route (``routing``, RFC 5321 §5.1), pick the TLS requirement per host
+(``tlspolicy``: MTA-STS, DANE, REQUIRETLS; RFC 8689 §4.2.1: REQUIRETLS never for bounces),
+send (``client``), then hand the replies to ``outcomes``, which settles every entry in one
+checked change (retry with backoff, expiry, delay notices, the DSNs of ``notices``), written
 together with the changes of other deliveries by ``settler`` (one store transaction for
-many): per-recipient status, DELIVERED / BOUNCED / DEFERRED with
-exponential backoff (5 minutes doubling to 4 hours), a bounce after expiry (5 days by
-default; RFC 5321 §4.5.4.1 suggests at least 4-5 days), a delay notice after 4 hours where
-NOTIFY allows it (RFC 3461 §4.1), and the DSN of ``dsn`` stored in the same write (into the
-sender's INBOX for local senders, queued otherwise). At start, entries left ACTIVE by a
-crash go back to QUEUED: at most the message in flight is sent twice (RFC 5321 §6.1 accepts
-duplicates over loss).
+many). Every hour ``outcomes.housekeeping`` purges final entries and refreshes MTA-STS
+policies. At start, entries left ACTIVE by a crash go back to QUEUED: at most the message in
+flight is sent twice (RFC 5321 §6.1 accepts duplicates over loss). Settings, backoff and
+the PKIX context live in ``settings`` (re-exported here).
 
 TLS-RPT (RFC 8460 §4): session outcomes are counted in ``tls_results`` and, when ``tls_sink``
 is set, stored for the daily reports of ``hato.outbound.reports``.
@@ -31,98 +30,47 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from hato.codec import smtp_client as sc
 from hato.core import log
-from hato.core.address import Address
 from hato.core.clock import Clock, SystemClock
 from hato.core.dns import Resolver
-from hato.core.errors import Conflict, HatoError, NotFound, UsageError
+from hato.core.errors import HatoError, UsageError
 from hato.outbound.client import (
     DeliveryError,
     Rcpt,
     SmtpClient,
-    Timeouts,
     TlsPolicyError,
     Transaction,
-    TransactionResult,
     usage_reply,
 )
-from hato.outbound.dsn import (
-    Action,
-    RecipientReport,
-    build_dsn,
-    notice_recipient,
-    should_notify,
-    sign_dsn,
-    status_of,
-    wants,
-)
 from hato.outbound.mtasts import HttpsFetcher, PolicyCache, StsPolicy
-from hato.outbound.routing import Hop, Relay, Route, resolve_route
-from hato.outbound.settler import Outcome, Settler
+from hato.outbound.notices import Notifier
+from hato.outbound.outcomes import Outcomes, housekeeping
+from hato.outbound.routing import Hop, Route, resolve_route
+from hato.outbound.settings import OutboundSettings, Signer, backoff, verify_context
+from hato.outbound.settler import Settler
 from hato.outbound.srs import Srs
-from hato.outbound.tlspolicy import HostPolicy, host_policy
+from hato.outbound.tlspolicy import HostPolicy, Requirement, host_policy
 from hato.outbound.tlsrpt_sessions import TlsSessionLog
 from hato.store.api import MailStore, StsPolicyStore
-from hato.store.model import BlobRef, DeliveryTarget
-from hato.store.queue import (
-    NewQueueEntry,
-    Notice,
-    QueueEntry,
-    QueueRecipient,
-    QueueState,
-    QueueUpdate,
-    RcptStatus,
-    RecipientUpdate,
-)
+from hato.store.model import BlobRef
+from hato.store.queue import NewQueueEntry, QueueEntry, QueueRecipient
 
-Signer = Callable[[bytes, str], bytes]  # (message, sender domain) -> header fields to prepend
+# the names the app and the tests import from here (their home is ``settings``)
+__all__ = [
+    "OutboundSettings",
+    "QueueRunner",
+    "Signer",
+    "backoff",
+    "entries_for",
+    "verify_context",
+]
+
 INLINE_READ = 64 * 1024  # octets: smaller bodies are read on the event loop
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundSettings:
-    """What the queue runner needs; the app maps the ``[outbound]`` config onto it."""
-
-    hostname: str
-    port: int = 25  # RFC 5321 §4.5.4: SMTP relays use port 25
-    transports: dict[str, Relay] = field(default_factory=dict)
-    smarthost: Relay | None = None
-    retry_base: float = 300.0  # first retry after 5 minutes, doubling
-    retry_max: float = 4 * 3600.0  # at most 4 hours between attempts
-    expire_after: float = 5 * 86400.0  # RFC 5321 §4.5.4.1: give up after 4-5 days
-    delay_warning: float = 4 * 3600.0  # delay DSN after 4 hours (RFC 3461 §4.1 DELAY)
-    max_connections: int = 50
-    per_destination: int = 4
-    batch: int = 200
-    lease: float = 3600.0
-    poll_interval: float = 5.0
-    keep_final: float = 86400.0  # DELIVERED/BOUNCED entries kept for ``hato queue list``
-    ca_file: Path | None = None  # trust anchors for MTA-STS / REQUIRETLS (system store: None)
-    mta_sts: bool = True
-    mta_sts_port: int = 443
-    dane: bool = True
-    prefer_ipv6: bool = True
-    timeouts: Timeouts = field(default_factory=Timeouts)
-
-
-def backoff(attempts: int, settings: OutboundSettings) -> float:
-    """5 minutes, 10, 20, ... capped at 4 hours: the delay after ``attempts`` failures."""
-    exponent = max(0, min(attempts - 1, 30))
-    return float(min(settings.retry_base * (2**exponent), settings.retry_max))
-
-
-def verify_context(ca_file: Path | None) -> ssl.SSLContext:
-    """PKIX verification (RFC 6125 host names) for MTA-STS, REQUIRETLS and smarthosts."""
-    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
 
 
 @dataclass(slots=True)
@@ -154,8 +102,6 @@ class QueueRunner:
         self.store = store
         self.resolver = resolver
         self.clock = clock or SystemClock()
-        self.signer = signer
-        self.srs = srs  # our SRS addresses: notices go back to the original sender
         self.rng = rng or random.Random()
         self._verify = verify_context(settings.ca_file)
         fetcher = HttpsFetcher(resolver, context=self._verify, port=settings.mta_sts_port)
@@ -164,11 +110,40 @@ class QueueRunner:
         self.sts = PolicyCache(resolver, fetcher, self.clock, store=sts_store)
         self._slots = asyncio.Semaphore(settings.max_connections)
         self._settler = Settler(store)  # settle writes of many deliveries in one transaction
+        self.notices = Notifier(
+            store=store,
+            clock=self.clock,
+            hostname=settings.hostname,
+            expire_after=settings.expire_after,
+            signer=signer,
+            srs=srs,  # our SRS addresses: notices go back to the original sender
+        )
+        self.outcomes = Outcomes(
+            settings, store=store, clock=self.clock, settler=self._settler, notifier=self.notices
+        )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.tls_results: Counter[tuple[str, str]] = Counter()  # (domain, result) for TLS-RPT
         self.tls_sink: TlsSessionLog | None = None  # stores outcomes for TLS-RPT (RFC 8460 §4)
+
+    @property
+    def signer(self) -> Signer | None:
+        """DKIM signer for mail from local domains and for notices (None: no signing)."""
+        return self.notices.signer
+
+    @signer.setter
+    def signer(self, value: Signer | None) -> None:
+        self.notices.signer = value
+
+    @property
+    def srs(self) -> Srs | None:
+        """Our SRS addresses: notices for them go back to the original sender."""
+        return self.notices.srs
+
+    @srs.setter
+    def srs(self, value: Srs | None) -> None:
+        self.notices.srs = value
 
     # -- Service -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -202,10 +177,7 @@ class QueueRunner:
                 now = self.clock.now()
                 if now - last_purge > 3600:
                     last_purge = now
-                    await self.store.purge_queue(before=now - self.settings.keep_final)
-                    await self.sts.purge()  # expired MTA-STS policies
-                    if self.settings.mta_sts:
-                        self.sts.refresh_in_background()  # RFC 8461 §3.3: before expiry
+                    await housekeeping(self.settings, store=self.store, sts=self.sts, now=now)
             except HatoError as exc:
                 log.event("outbound.loop.error", level=logging.ERROR, error=exc.detail)
                 worked = 0
@@ -255,7 +227,7 @@ class QueueRunner:
             route = group.route
             if route.error is not None:
                 for entry in group.entries:
-                    await self._settle_all(
+                    await self.outcomes.settle_all(
                         entry, route.error, remote=None, temporary=route.temporary
                     )
                 return
@@ -267,7 +239,7 @@ class QueueRunner:
             log.event("outbound.internal_error", level=logging.ERROR, error=repr(exc)[:300])
             for entry in group.entries:
                 with contextlib.suppress(HatoError):
-                    await self._settle_all(
+                    await self.outcomes.settle_all(
                         entry, "451 4.3.0 Internal error", remote=None, temporary=True
                     )
 
@@ -314,20 +286,22 @@ class QueueRunner:
                             await client.close()
                         client = None
                         permanent = isinstance(exc, TlsPolicyError) and want[0]
-                        await self._settle_all(
+                        await self.outcomes.settle_all(
                             entry, exc.reply, remote=None, temporary=not permanent
                         )
                         continue
                     except UsageError as exc:  # nothing of this message was sent
                         primed = None
                         host = client.host if client else None
-                        await self._settle_all(
+                        await self.outcomes.settle_all(
                             entry, usage_reply(exc), remote=host, temporary=False
                         )
                         continue
                     if client.primed is not primed:
                         primed = None  # this transaction ended before its content
-                    await self._settle(entry, result, remote=client.host, peer_dsn=client.caps.dsn)
+                    await self.outcomes.settle(
+                        entry, result, remote=client.host, peer_dsn=client.caps.dsn
+                    )
             finally:
                 if ahead is not None:  # not tried: back to the group (settled by the caller)
                     following, read = ahead
@@ -355,9 +329,10 @@ class QueueRunner:
 
     def _signed(self, entry: QueueEntry, data: bytes) -> bytes:
         data = data[entry.strip_prefix :]
-        if self.signer is not None and entry.sender:
+        signer = self.notices.signer
+        if signer is not None and entry.sender:
             domain = entry.sender.rpartition("@")[2]
-            data = self.signer(data, domain) + data
+            data = signer(data, domain) + data
         return data
 
     async def _open(self, group: _Group, entry: QueueEntry) -> SmtpClient:
@@ -366,6 +341,15 @@ class QueueRunner:
         requiretls = entry.requiretls and entry.sender != ""  # RFC 8689 §4.2.1: not bounces
         errors: list[str] = []
         for hop in route.hops:
+            if route.relay and hop.auth is not None:
+                # RFC 4954 §4 / RFC 8314 §5.1: credentials go only to the configured relay,
+                # so its certificate is checked (PKIX, RFC 6125 against the relay's name)
+                # on STARTTLS and implicit TLS alike; a failure defers, never sends them
+                relay_policy = HostPolicy(Requirement.PKIX, source="relay")
+                client = await self._connect_hop(group, hop, relay_policy, errors, entry=entry)
+                if client is not None:
+                    return client
+                continue
             policy = await host_policy(
                 hop.name,
                 resolver=self.resolver,
@@ -465,216 +449,10 @@ class QueueRunner:
                 detail=detail,
             )
 
-    # -- settling ------------------------------------------------------------------------
-    async def _settle_all(
-        self, entry: QueueEntry, reply: str, *, remote: str | None, temporary: bool
-    ) -> None:
-        status = RcptStatus.PENDING if temporary else RcptStatus.FAILED
-        updates = [RecipientUpdate(i, status, reply, remote) for i in entry.pending]
-        await self._finish(entry, updates, peer_dsn=True)
-
-    async def _settle(
-        self, entry: QueueEntry, result: TransactionResult, *, remote: str, peer_dsn: bool
-    ) -> None:
-        updates: list[RecipientUpdate] = []
-        for i in entry.pending:
-            reply = result.final_for(i)
-            if reply is None:
-                updates.append(RecipientUpdate(i, RcptStatus.PENDING, "451 4.4.2 No reply", remote))
-            elif reply.positive:
-                updates.append(RecipientUpdate(i, RcptStatus.DELIVERED, str(reply), remote))
-            elif reply.permanent:
-                updates.append(RecipientUpdate(i, RcptStatus.FAILED, str(reply), remote))
-            else:
-                updates.append(RecipientUpdate(i, RcptStatus.PENDING, str(reply), remote))
-        if _plainly_delivered(entry, updates, peer_dsn=peer_dsn):
-            # The common outcome, without the merging below: every recipient delivered,
-            # none failed before, no "relayed" notice due (RFC 3461 §5.2.3).
-            change = QueueUpdate(
-                QueueState.DELIVERED,
-                next_attempt=self.clock.now(),
-                recipients=tuple(updates),
-                attempted=True,
-                expected=_ACTIVE,
-            )
-            fields = {"id": entry.id, "domain": entry.domain, "delivered": len(entry.recipients)}
-            await self._settler.add(Outcome(entry.id, change, fields))
-            return
-        await self._finish(entry, updates, peer_dsn=peer_dsn)
-
-    async def _finish(
-        self, entry: QueueEntry, updates: list[RecipientUpdate], *, peer_dsn: bool
-    ) -> None:
-        now = self.clock.now()
-        by_index = {u.index: u for u in updates}
-        if now >= entry.expires:
-            # RFC 5321 §4.5.4.1: give up; RFC 3463 X.4.7 delivery time expired
-            for i, u in list(by_index.items()):
-                if u.status is RcptStatus.PENDING:
-                    last = u.reply or entry.last_error or ""
-                    by_index[i] = RecipientUpdate(
-                        i,
-                        RcptStatus.FAILED,
-                        f"Delivery time expired (4.4.7); last: {last}",
-                        u.remote_mta,
-                    )
-        merged = list(entry.recipients)
-        for i, u in by_index.items():
-            r = merged[i]
-            merged[i] = QueueRecipient(
-                r.address, r.notify, r.orcpt, u.status, u.reply, u.remote_mta
-            )
-        pending = [r for r in merged if r.status is RcptStatus.PENDING]
-        failed = [r for r in merged if r.status is RcptStatus.FAILED]
-        last_error = next(
-            (u.reply for u in by_index.values() if u.status is not RcptStatus.DELIVERED), None
-        )
-        notice: Notice | None = None
-        delay_notified: bool | None = None
-        if not pending:
-            state = QueueState.BOUNCED if failed else QueueState.DELIVERED
-            reports = [_report(r, Action.FAILED) for r in failed if wants(r, Action.FAILED)]
-            newly = {i for i, u in by_index.items() if u.status is RcptStatus.DELIVERED}
-            if not peer_dsn:  # RFC 3461 §5.2.3: "relayed" to a host without DSN support
-                reports += [
-                    _report(merged[i], Action.RELAYED)
-                    for i in sorted(newly)
-                    if merged[i].notify and "SUCCESS" in (merged[i].notify or ())
-                ]
-            if reports:
-                notice = await self._notice(entry, reports, retry_until=None)
-            next_attempt = now
-        else:
-            state = QueueState.DEFERRED
-            next_attempt = now + backoff(entry.attempts + 1, self.settings)
-            if not entry.delay_notified and now - entry.created >= self.settings.delay_warning:
-                reports = [_report(r, Action.DELAYED) for r in pending if wants(r, Action.DELAYED)]
-                if reports:
-                    notice = await self._notice(entry, reports, retry_until=entry.expires)
-                    delay_notified = True
-        change = QueueUpdate(
-            state,
-            next_attempt=next_attempt,
-            last_error=last_error,
-            recipients=tuple(by_index.values()),
-            attempted=True,
-            delay_notified=delay_notified,
-            notice=notice,
-            expected=frozenset({QueueState.ACTIVE}),
-        )
-        fields = {
-            "id": entry.id,
-            "domain": entry.domain,
-            "delivered": sum(1 for r in merged if r.status is RcptStatus.DELIVERED),
-            "failed": len(failed),
-            "pending": len(pending),
-            "error": last_error or "",
-            "dsn": notice is not None,
-        }
-        await self._settler.add(Outcome(entry.id, change, fields))  # logged once committed
-
     async def bounce(self, entry_id: int, reason: str) -> QueueEntry:
         """Give up on a waiting (queued, deferred or held) entry now: every pending
         recipient fails with ``reason`` and the sender gets a DSN (``hato queue bounce``)."""
-        entry = await self.store.get_queue_entry(entry_id)
-        if entry is None:
-            raise NotFound(f"no queue entry {entry_id}")
-        waiting = frozenset({QueueState.QUEUED, QueueState.DEFERRED, QueueState.HELD})
-        if entry.state not in waiting:
-            raise Conflict(f"queue entry {entry_id} is {entry.state.value}")
-        updates = tuple(RecipientUpdate(i, RcptStatus.FAILED, reason) for i in entry.pending)
-        failed = [
-            QueueRecipient(r.address, r.notify, r.orcpt, RcptStatus.FAILED, reason)
-            for i, r in enumerate(entry.recipients)
-            if i in entry.pending
-        ]
-        reports = [_report(r, Action.FAILED) for r in failed if wants(r, Action.FAILED)]
-        notice = await self._notice(entry, reports, retry_until=None) if reports else None
-        change = QueueUpdate(
-            QueueState.BOUNCED,
-            last_error=reason,
-            recipients=updates,
-            notice=notice,
-            expected=waiting,
-        )
-        return await self.store.update_queue(entry_id, change)
-
-    async def _notice(
-        self, entry: QueueEntry, reports: list[RecipientReport], *, retry_until: float | None
-    ) -> Notice | None:
-        if not should_notify(entry):
-            return None  # RFC 3461 §6.2: no DSN to the null reverse-path
-        # a notice for mail we forwarded under SRS goes back to the original sender
-        to = notice_recipient(entry.sender, self.srs, now=self.clock.now())
-        original = await asyncio.to_thread(self.store.blobs.read, entry.blob_id)
-        data = build_dsn(
-            entry,
-            reports,
-            original[entry.strip_prefix :],
-            hostname=self.settings.hostname,
-            now=self.clock.now(),
-            retry_until=retry_until,
-            to=to,
-        )
-        if self.signer is not None:  # DKIM by the From domain: the null path has none
-            data = await asyncio.to_thread(sign_dsn, data, self.settings.hostname, self.signer)
-        writer = self.store.blobs.writer()
-        try:
-            writer.write(data)
-        except BaseException:
-            writer.abort()
-            raise
-        blob = await asyncio.to_thread(writer.commit)
-        target = await self._local_account(entry, to)
-        if target is not None:
-            return Notice(blob, local=(DeliveryTarget(target),))
-        bounce = NewQueueEntry(
-            blob=blob,
-            sender="",  # RFC 5321 §4.5.5: notifications use the null reverse-path
-            recipients=(QueueRecipient(to),),
-            expires=self.clock.now() + self.settings.expire_after,
-            smtputf8=not to.isascii(),
-        )
-        return Notice(blob, remote=(bounce,))
-
-    async def _local_account(self, entry: QueueEntry, to: str) -> int | None:
-        if entry.account_id is not None and to == entry.sender:
-            account = await self.store.get_account_by_id(entry.account_id)
-            if account is not None:
-                return account.id
-        try:
-            key = Address.parse(to).key
-        except HatoError:
-            return None
-        account = await self.store.get_account(key)
-        return account.id if account is not None else None
-
-
-def _report(recipient: QueueRecipient, action: Action) -> RecipientReport:
-    default = {"failed": "5.0.0", "delayed": "4.0.0"}.get(action.value, "2.0.0")
-    status = status_of(recipient.reply, default=default)
-    if action is Action.FAILED and recipient.reply and "(4.4.7)" in recipient.reply:
-        status = "4.4.7"  # RFC 3463: delivery time expired
-    if action is Action.RELAYED:
-        status = "2.0.0"
-    return RecipientReport(recipient, action, status, recipient.reply, recipient.remote_mta)
-
-
-_ACTIVE = frozenset({QueueState.ACTIVE})
-
-
-def _plainly_delivered(
-    entry: QueueEntry, updates: list[RecipientUpdate], *, peer_dsn: bool
-) -> bool:
-    """Every pending recipient delivered now, none failed earlier, and no "relayed" DSN
-    owed (the peer takes DSN duty over, or nobody asked for SUCCESS)."""
-    if any(u.status is not RcptStatus.DELIVERED for u in updates):
-        return False
-    if any(r.status is RcptStatus.FAILED for r in entry.recipients):
-        return False
-    if peer_dsn:
-        return True
-    return not any("SUCCESS" in (entry.recipients[u.index].notify or ()) for u in updates)
+        return await self.outcomes.bounce(entry_id, reason)
 
 
 def _tls_flags(entry: QueueEntry) -> tuple[bool, bool]:

@@ -18,14 +18,16 @@ TLS mandatory without authentication; any lookup error in the process (SERVFAIL,
 a CNAME loop) makes the host unusable, never a fallback (§2.1.1, §2.2.1); §3.2.2, the
 DANE-TA reference identifiers are the TLSA base domain, the next-hop domain and its secure
 CNAME expansion. DANE takes precedence over MTA-STS (RFC 8461 §2). REQUIRETLS (RFC 8689
-§4.2.1: a validated certificate through DANE or MTA-STS/PKIX and a REQUIRETLS capability,
-else 5.7.10/5.7.30) and "TLS-Required: No" (RFC 8689 §4.2.2: policies are followed but
+§4.2.1: an MX name validated by DNSSEC or MTA-STS, a certificate authenticated through DANE
+or PKIX -- never the unauthenticated TLS of unusable TLSA records -- and a REQUIRETLS
+capability, else 5.7.10/5.7.30) and "TLS-Required: No" (RFC 8689 §4.2.2: policies are followed but
 failures do not stop delivery).
 
 Leaves out: PKIX-TA/PKIX-EE (0/1, which RFC 7672 §3.1.3 lets SMTP clients treat as
 unusable), DANE behind an insecure MX RRset (a MAY of §2.2.1), mandatory DANE for chosen
-destinations (§6), DANE for configured relays and smarthosts (their policy is the
-administrator's: PKIX with STARTTLS).
+destinations (§6), DANE for configured relays and smarthosts (a relay that is given AUTH
+credentials is held to PKIX by the queue, ``queue._open``; one without them gets
+opportunistic TLS, as any next hop without a published policy).
 
 Security: decisions here decide whether mail may go out in the clear; every "required"
 outcome makes the client refuse plaintext and unverified peers.
@@ -231,7 +233,11 @@ async def host_policy(
             host, resolver=resolver, port=port, domain=domain, addresses_secure=addresses_secure
         )
         if decided is not None:
-            return decided
+            if not (requiretls and decided.usable and decided.requirement is Requirement.ENCRYPT):
+                return decided
+            # RFC 8689 §4.2.1 step 4: REQUIRETLS needs the certificate authenticated
+            # (RFC 6125 or RFC 7672); TLSA records that cannot authenticate leave PKIX
+            return HostPolicy(Requirement.PKIX, source="requiretls")
     if sts is not None and sts.mode != "none" and via_mx:
         matched = sts.matches(host)
         if sts.mode == "enforce" and not tls_optional:
@@ -247,8 +253,9 @@ async def host_policy(
         if sts.mode == "testing" and not requiretls:
             return HostPolicy(Requirement.OPPORTUNISTIC, source="mta-sts", report_only=True)
     if requiretls:
-        # RFC 8689 §4.2.1 steps 2 and 4: the server name validated through MTA-STS (PKIX)
-        if via_mx and (sts is None or not sts.matches(host)):
+        # RFC 8689 §4.2.1 steps 2 and 4: the server name validated by a DNSSEC-signed MX
+        # RRset or through MTA-STS, then its certificate through PKIX
+        if via_mx and not mx_secure and (sts is None or not sts.matches(host)):
             return HostPolicy(
                 Requirement.PKIX,
                 source="requiretls",

@@ -6,7 +6,8 @@ buffer (anything with ``feed``/``pending``/``clear``: ``hato.codec.pop3.LineRead
 ``hato.codec.managesieve.FrameReader``); ``read`` waits for the next item the codec can take
 out of it (a line, a command frame) with an idle timeout. ``Acceptor`` binds the listeners,
 refuses connections over the total or per-address limit with a protocol-specific last word,
-runs one session task per connection and stops them. POP3 (RFC 1939, RFC 2595 §4 STLS) and
+runs one session task per connection and stops them; ``AcceptorService`` gives a service
+built on it its ``addresses``, ``start`` and ``stop``. POP3 (RFC 1939, RFC 2595 §4 STLS) and
 ManageSieve (RFC 5804, §2.2 STARTTLS) run on it; the protocol logic stays in their sessions.
 
 STARTTLS (RFC 2595 §4, RFC 3207 §4.2, RFC 5804 §2.2): ``start_tls`` stops reading *before* the
@@ -450,3 +451,23 @@ class Acceptor(Generic[B]):
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         self._servers.clear()
+
+
+class AcceptorService(Generic[B]):
+    """What a ``hato.servers.base.Service`` built on an ``Acceptor`` shares: the bound
+    addresses, start and stop. Subclasses set ``_acceptor`` and ``_listeners``."""
+
+    _acceptor: Acceptor[B]
+    _listeners: tuple[Listener, ...]
+
+    @property
+    def addresses(self) -> list[tuple[Listener, tuple[str, int]]]:
+        """Where each listener is bound (tests bind port 0 and read the port here)."""
+        return self._acceptor.addresses
+
+    async def start(self) -> None:
+        await self._acceptor.start(self._listeners)
+
+    async def stop(self, *, timeout: float) -> None:
+        """Sessions waiting for a command end now, busy ones get ``timeout`` seconds."""
+        await self._acceptor.stop(timeout=timeout)

@@ -56,7 +56,7 @@ from hato.delivery.sieve import (
 )
 from hato.policy.authn import Authenticator, AuthLockedOut
 from hato.servers.base import Listener, TlsMode
-from hato.servers.connection import Acceptor, Connection, ConnectionLimits
+from hato.servers.connection import Acceptor, AcceptorService, Connection, ConnectionLimits
 from hato.store.api import MailStore
 from hato.store.model import Account, ScriptQuota
 
@@ -397,12 +397,12 @@ class _Session:
         await self.send(ms.ok())
 
 
-class ManageSieveServer:
+class ManageSieveServer(AcceptorService[ms.FrameReader]):
     """The ManageSieve Service (hato.servers.base.Service).
 
     ``tls_context`` serves implicit TLS; ``starttls_context`` the STARTTLS upgrade, normally
     ``hato.servers.tls.starttls_context`` (no TLS 1.3 session tickets); without it STARTTLS
-    uses ``tls_context``."""
+    uses ``tls_context``. ``stop`` sends sessions waiting for a command a BYE at once."""
 
     name = "managesieve"
 
@@ -421,6 +421,7 @@ class ManageSieveServer:
         self.tls_context = tls_context
         self.starttls_context = starttls_context or tls_context
         max_literal = max(settings.max_script_size, 16384)
+        self._listeners = settings.listeners
         self._acceptor = Acceptor(
             self.name,
             buffer=lambda: ms.FrameReader(max_literal=max_literal),
@@ -430,17 +431,5 @@ class ManageSieveServer:
             tls_context=tls_context,
         )
 
-    @property
-    def addresses(self) -> list[tuple[Listener, tuple[str, int]]]:
-        """Where each listener is bound (tests bind port 0 and read the port here)."""
-        return self._acceptor.addresses
-
-    async def start(self) -> None:
-        await self._acceptor.start(self.settings.listeners)
-
     async def _serve(self, conn: _Conn, listener: Listener) -> None:
         await _Session(self, conn, listener).run()
-
-    async def stop(self, *, timeout: float) -> None:
-        """Sessions waiting for a command get a BYE now, busy ones ``timeout`` seconds."""
-        await self._acceptor.stop(timeout=timeout)

@@ -35,7 +35,7 @@ from hato.core import log
 from hato.core.errors import AuthError, ConfigError, HatoError, StoreError
 from hato.policy.authn import Authenticator, AuthLockedOut
 from hato.servers.base import Listener, TlsMode
-from hato.servers.connection import Acceptor, Connection, ConnectionLimits
+from hato.servers.connection import Acceptor, AcceptorService, Connection, ConnectionLimits
 from hato.store.api import MailStore
 from hato.store.model import INBOX, SEEN, Account, FlagOp
 
@@ -380,12 +380,13 @@ class _Session:
         return False
 
 
-class Pop3Server:
+class Pop3Server(AcceptorService[pop3.LineReader]):
     """The POP3 Service (hato.servers.base.Service).
 
     ``tls_context`` serves implicit TLS (port 995); ``starttls_context`` the STLS upgrade,
     normally ``hato.servers.tls.starttls_context`` (no TLS 1.3 session tickets); without it
-    STLS uses ``tls_context``."""
+    STLS uses ``tls_context``. ``stop`` closes sessions waiting for a command at once; one
+    that ends without QUIT keeps every message (RFC 1939 §6: no UPDATE)."""
 
     name = "pop3"
 
@@ -404,20 +405,16 @@ class Pop3Server:
         self.tls_context = tls_context
         self.starttls_context = starttls_context or tls_context
         self._locked: set[int] = set()
+        self._listeners = settings.listeners
         self._acceptor = Acceptor(
             self.name,
             buffer=pop3.LineReader,
             serve=self._serve,
-            # RFC 3206 §5: SYS/TEMP, a temporary problem; try again later
+            # RFC 3206: SYS/TEMP, a temporary system problem; try again later
             refusal=pop3.err("too many connections, try again later", code="SYS/TEMP"),
             limits=ConnectionLimits.of(settings),
             tls_context=tls_context,
         )
-
-    @property
-    def addresses(self) -> list[tuple[Listener, tuple[str, int]]]:
-        """Where each listener is bound (tests bind port 0 and read the port here)."""
-        return self._acceptor.addresses
 
     def acquire(self, account_id: int) -> bool:
         """RFC 1939 §8: one session holds an account's maildrop at a time."""
@@ -429,16 +426,8 @@ class Pop3Server:
     def release(self, account_id: int) -> None:
         self._locked.discard(account_id)
 
-    async def start(self) -> None:
-        await self._acceptor.start(self.settings.listeners)
-
     async def _serve(self, conn: _Conn, listener: Listener) -> None:
         await _Session(self, conn, listener).run()
-
-    async def stop(self, *, timeout: float) -> None:
-        """Sessions waiting for a command close now, busy ones get ``timeout`` seconds; a
-        session that ends without QUIT keeps every message (RFC 1939 §6: no UPDATE)."""
-        await self._acceptor.stop(timeout=timeout)
 
 
 def _command_line(lines: pop3.LineReader) -> bytes | None:

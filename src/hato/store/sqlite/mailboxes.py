@@ -17,6 +17,7 @@ Left out: per-mailbox ACLs (RFC 4314) and keeping subscriptions of deleted mailb
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,7 @@ _MAILBOX_COLUMNS = (
 )
 
 
+@functools.lru_cache(maxsize=1024)  # pure: every delivery names its mailbox (INBOX)
 def canonical_name(name: str) -> str:
     """The stored form of a mailbox name, or UsageError naming the problem."""
     name = unicodedata.normalize("NFC", name)

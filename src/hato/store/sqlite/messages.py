@@ -186,9 +186,14 @@ def _insert(
     ``mailbox``
     with fresh ascending UIDs; returns the UIDs."""
     conn = unit.conn
+    # The UIDs and the mailbox counters in one UPDATE of the mailbox row (its new values do
+    # not depend on the messages' rows, which come next in the same unit).
+    unseen = sum(1 for r in rows if not r[3] & _SEEN)
     (uidnext,) = conn.execute(
-        "UPDATE mailboxes SET uidnext = uidnext + ? WHERE id = ? RETURNING uidnext",
-        (len(rows), mailbox.id),
+        "UPDATE mailboxes SET uidnext = uidnext + ?, message_count = message_count + ?, "
+        "unseen_count = unseen_count + ?, size_bytes = size_bytes + ?, highest_modseq = ? "
+        "WHERE id = ? RETURNING uidnext",
+        (len(rows), len(rows), unseen, sum(r[1] for r in rows), modseq, mailbox.id),
     ).fetchone()
     first = int(uidnext) - len(rows)
     uids = list(range(first, first + len(rows)))
@@ -200,12 +205,6 @@ def _insert(
             for uid, (blob_id, size, date, bits, keywords, email_id, thread_id)
             in zip(uids, rows, strict=True)
         ],
-    )
-    unseen = sum(1 for r in rows if not r[3] & _SEEN)
-    conn.execute(
-        "UPDATE mailboxes SET message_count = message_count + ?, unseen_count = unseen_count + ?, "
-        "size_bytes = size_bytes + ?, highest_modseq = ? WHERE id = ?",
-        (len(rows), unseen, sum(r[1] for r in rows), modseq, mailbox.id),
     )
     changes.log_messages(
         unit, mailbox.account_id, mailbox.id, uids, modseq=modseq, kind=ChangeKind.MESSAGE_ADDED
@@ -231,8 +230,7 @@ def append(
     mailbox = mailboxes.require(unit, mailbox_id)
     bits, keywords = encode_flags(flags)
     _check_blob(blob, blob_exists)
-    changes.charge(unit, mailbox.account_id, size=blob.size, count=1)
-    modseq = changes.bump(unit, mailbox.account_id)
+    modseq = changes.charge_and_bump(unit, mailbox.account_id, size=blob.size, count=1)
     date = unit.now if internal_date is None else internal_date
     # RFC 8474 §5.2: the thread id is assigned now and never changes.
     email_id = _next_email_id(unit)
@@ -267,8 +265,7 @@ def deliver(
             mailbox = mailboxes.get_by_name(unit, target.account_id, INBOX)
             if mailbox is None:
                 raise NotFound(f"account {target.account_id} does not exist")
-        changes.charge(unit, mailbox.account_id, size=blob.size, count=1)
-        modseq = changes.bump(unit, mailbox.account_id)
+        modseq = changes.charge_and_bump(unit, mailbox.account_id, size=blob.size, count=1)
         thread_id = thread_ids.get(mailbox.account_id)
         if thread_id is None:
             if keys is None:

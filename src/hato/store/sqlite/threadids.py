@@ -112,8 +112,13 @@ def thread_keys(message: bytes) -> ThreadKeys:
     """The keys of a message from its header block: ``message`` is the message or its
     beginning (sans-IO; the first field of each name counts, RFC 5322 §3.6 allows each at
     most once)."""
+    return _keys_of_header(_header_of(message))
+
+
+def _keys_of_header(header: bytes) -> ThreadKeys:
+    """``thread_keys`` of a header block already cut from its message (``read_header``)."""
     found: dict[bytes, list[str]] = {}
-    for match in _FIELD.finditer(_header_of(message)):
+    for match in _FIELD.finditer(header):
         name = match.group(1).lower()
         if name not in found:
             found[name] = _ids(match.group(2))
@@ -157,7 +162,7 @@ def keys_of_blob(unit: Unit, blob_id: str) -> ThreadKeys:
     source: HeaderSource | None = unit.memo.get(SOURCE_KEY)
     if source is None:
         return ThreadKeys()
-    return thread_keys(read_header(source, blob_id))
+    return _keys_of_header(read_header(source, blob_id))
 
 
 # -- schema ------------------------------------------------------------------------------------
@@ -198,6 +203,16 @@ def assign(conn: sqlite3.Connection, account_id: int, keys: ThreadKeys, *, email
     """The thread id of a new message of ``account_id`` whose EMAILID is ``email_id``; links
     its keys (module docstring)."""
     ids = keys.lookup_ids()
+    if len(ids) == 1:
+        # One key (a Message-ID, no references; most new mail): link it to a new thread in
+        # one statement; nothing is inserted when it is known, and its thread is then read.
+        inserted = conn.execute(
+            "INSERT INTO thread_links (account_id, msg_id, thread_id) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING RETURNING thread_id",
+            (account_id, ids[0], email_id),
+        ).fetchone()
+        if inserted is not None:
+            return email_id
     known = _known(conn, account_id, ids) if ids else {}
     thread_id = next((known[i] for i in ids if i in known), None)
     if thread_id is None:
