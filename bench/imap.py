@@ -18,8 +18,9 @@ measured around phases 2 and 3: CPU per operation is less sensitive than wall ti
 other load on a shared machine.
 
 Usage (as root: Dovecot serves the mail as ``nobody``):
-``cd /work/main && PYTHONPATH=src python3 bench/imap.py [--big 100000] [--mix-messages 2000]
-[--clients 10] [--seconds 30] [--idle 200] [--cache DIR] [--profile hato.prof]``
+``cd /work/main && PYTHONPATH=src .venv/bin/python bench/imap.py [--big 100000]
+[--mix-messages 2000] [--clients 10] [--seconds 30] [--idle 200] [--cache DIR]
+[--profile hato.prof]``
 """
 
 from __future__ import annotations

@@ -240,3 +240,64 @@ def test_wal_is_checkpointed_by_its_own_thread(
             await db.close()
 
     asyncio.run(main())
+
+
+def _boom(log: list[str]):  # type: ignore[no-untyped-def]
+    def work(unit: Unit) -> None:
+        unit.conn.execute("INSERT INTO t VALUES ('c', 3)")
+        unit.on_commit(lambda: log.append("boom"))
+        raise ValueError("unit failed after writing")
+
+    return work
+
+
+@pytest.mark.parametrize("prologue_writes", [False, True])
+def test_first_unit_of_a_transaction_fails_alone(tmp_path: Path, prologue_writes: bool) -> None:
+    """The first unit runs without a savepoint when the transaction holds nothing else: its
+    failure must still undo its own writes only, keep what the prologue wrote (it then runs
+    in a savepoint) and let the rest of the batch commit."""
+    armed: list[bool] = []  # the prologue writes once, in the first transaction after arming
+
+    def prologue(conn: sqlite3.Connection) -> None:
+        if prologue_writes and armed == [True]:
+            armed.append(False)
+            conn.execute("INSERT INTO t VALUES ('p', 0)")
+
+    async def main() -> None:
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup, prologue=prologue)
+        await db.start()
+        try:
+            gate, entered = threading.Event(), threading.Event()
+
+            def hold(unit: Unit) -> bool:
+                entered.set()
+                return gate.wait(5)
+
+            blocker = db.submit(hold, write=True)
+            assert await asyncio.to_thread(entered.wait, 5)
+            log: list[str] = []
+            failing = db.submit(_boom(log), write=True)  # first unit of the next batch
+            failing2 = db.submit(_boom(log), write=True)  # first of a fresh transaction too
+            ok = db.submit(_insert("d", 4, log), write=True)
+            before = db.stats
+            armed.append(True)
+            gate.set()
+            assert await asyncio.wrap_future(blocker)
+            with pytest.raises(ValueError):
+                await asyncio.wrap_future(failing)
+            with pytest.raises(ValueError):
+                await asyncio.wrap_future(failing2)
+            assert await asyncio.wrap_future(ok) == 4
+            after = db.stats
+            assert after.commits - before.commits == 2  # the blocker's batch, then this one
+            assert after.failed_units - before.failed_units == 2
+            rows = await db.read(
+                lambda u: u.conn.execute("SELECT k FROM t ORDER BY k").fetchall()
+            )
+            # 'c' never committed; the prologue's row, when it wrote one, did
+            assert rows == ([("d",), ("p",)] if prologue_writes else [("d",)])
+            assert log == ["d"]  # hooks of committed units only
+        finally:
+            await db.close()
+
+    asyncio.run(main())

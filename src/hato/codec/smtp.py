@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 
 from hato.codec.smtp_data import ChunkReader, DotReader
 from hato.codec.smtp_events import (
@@ -184,6 +185,9 @@ class _TooLong:
 
 
 _TOO_LONG = _TooLong()
+# Replies are immutable values and most repeat on every transaction (250 after MAIL and RCPT,
+# 354): each is rendered once, not on every send.
+_wire = functools.lru_cache(maxsize=256)(Reply.to_bytes)
 
 
 class ServerConnection:
@@ -483,7 +487,7 @@ class ServerConnection:
         """The 220 greeting (or 421/554 refusal, which closes) — RFC 5321 §3.1."""
         if reply.code != 220:
             self.session.state = State.CLOSED
-        return reply.to_bytes()
+        return _wire(reply)
 
     def send(self, reply: Reply) -> bytes:
         """Render the reply to the pending event and apply its effect on the state."""
@@ -498,9 +502,9 @@ class ServerConnection:
         if reply.code == 421:  # RFC 5321 §3.8: 421 closes the connection
             session.state = State.CLOSED
             self.envelope = None
-            return reply.to_bytes()
+            return _wire(reply)
         self._apply(event, reply)
-        return reply.to_bytes()
+        return _wire(reply)
 
     def _apply(self, event: Event, reply: Reply) -> None:
         session = self.session

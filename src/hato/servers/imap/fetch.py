@@ -110,7 +110,7 @@ BIG_PARSE = 1 << 20  # a chunk with more bytes than this is parsed off the event
 INLINE_READS = 32
 # UID/FLAGS/MODSEQ of at least this many messages, half the mailbox or more, are rendered from
 # one column read of the mailbox (``_fetch_columns``), written out in rounds of COLUMN_FLUSH.
-COLUMN_FETCH_MIN = 10**9
+COLUMN_FETCH_MIN = 1000
 COLUMN_FLUSH = 2000
 _COLUMN_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 INLINE_BYTES = 256 * 1024

@@ -5,7 +5,9 @@ database thread, whose future the caller awaits (one thread hop per transaction,
 statement). The thread drains every unit waiting in its queue and runs
 
 * all write units in ONE transaction, each inside its own SAVEPOINT: a unit that raises is
-  rolled back to its savepoint alone and its future gets the exception; the others go on;
+  rolled back to its savepoint alone and its future gets the exception; the others go on
+  (the first unit of a transaction in which nothing was written yet runs without one: its
+  failure rolls the whole transaction back, which holds nothing else; two statements fewer);
 * then one COMMIT (``synchronous=FULL``: durable when it returns), after which the units'
   ``on_commit`` hooks run, then the ``epilogue`` (outside any transaction, still on the
   thread: serial with every unit), then their futures are resolved.
@@ -383,12 +385,16 @@ class Database:
                 continue
             unit = Unit(conn, self._clock.now())
             try:
+                alone = False  # the unit is all the transaction holds: no savepoint needed
                 if not in_tx:
                     conn.execute("BEGIN IMMEDIATE")
                     in_tx = True
+                    changed = conn.total_changes
                     if self._prologue is not None:
                         self._prologue(conn)
-                conn.execute("SAVEPOINT unit")
+                    alone = conn.total_changes == changed  # the prologue wrote nothing
+                if not alone:
+                    conn.execute("SAVEPOINT unit")
             except sqlite3.Error as exc:
                 in_tx = self._abandon(conn, done, exc)
                 done.append((job, unit, False, translate_error(exc)))
@@ -396,7 +402,15 @@ class Database:
             try:
                 value = job.work(unit)
             except BaseException as exc:
-                if conn.in_transaction:
+                if alone and conn.in_transaction:
+                    # Only this unit is in the transaction (any unit before it in this batch
+                    # failed, with an abandoned transaction): roll it all back.
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error as rb_exc:
+                        self._abandon(conn, done, rb_exc)
+                    in_tx = False
+                elif conn.in_transaction:
                     try:
                         conn.execute("ROLLBACK TO unit")
                         conn.execute("RELEASE unit")
@@ -408,7 +422,8 @@ class Database:
                     in_tx = self._abandon(conn, done, exc)
                 done.append((job, unit, False, translate_error(exc)))
             else:
-                conn.execute("RELEASE unit")
+                if not alone:
+                    conn.execute("RELEASE unit")
                 done.append((job, unit, True, value))
         if in_tx:
             try:
