@@ -335,3 +335,35 @@ def test_quota_usage_stays_exact(run) -> None:
         assert (fetched.used_bytes, fetched.message_count) == (total, count)
 
     run(body)
+
+
+def test_snapshot_mailbox_matches_list_messages(run) -> None:
+    """The column snapshot (IMAP SELECT) holds exactly what list_messages does, in UID order,
+    with each distinct flag set once, and the MODSEQs of the same transaction."""
+
+    async def body(store: MailStore) -> None:
+        acc = await account(store)
+        inbox = await inbox_id(store, acc.id)
+        for n in range(7):
+            await store.append(inbox, await put_blob(store, message(n)))
+        await store.update_flags(inbox, [2, 4], frozenset({SEEN}), op=FlagOp.ADD)
+        await store.update_flags(inbox, [5], frozenset({SEEN, "$Label"}), op=FlagOp.ADD)
+        await store.update_flags(inbox, [3], frozenset({DELETED}), op=FlagOp.ADD)
+        await store.expunge(inbox)
+        snap = await store.snapshot_mailbox(inbox)
+        messages = await store.list_messages(inbox)
+        assert list(snap.uids) == [m.uid for m in messages] == [1, 2, 4, 5, 6, 7]
+        assert list(snap.modseqs) == [m.modseq for m in messages]
+        assert [snap.flag_sets[i] for i in snap.flag_ids] == [m.flags for m in messages]
+        assert len(set(snap.flag_sets)) == len(snap.flag_sets) == 3  # {}, {seen}, {seen,$label}
+        box = await store.get_mailbox_by_id(inbox)
+        assert snap.mailbox == box
+        # the expunge raised the mailbox MODSEQ above every remaining message (RFC 7162 §3.2.10)
+        assert snap.account_modseq >= box.highest_modseq > max(snap.modseqs)
+        empty = await store.create_mailbox(acc.id, "Empty")
+        nothing = await store.snapshot_mailbox(empty.id)
+        assert (len(nothing.uids), len(nothing.modseqs), nothing.flag_sets) == (0, 0, ())
+        with pytest.raises(NotFound):
+            await store.snapshot_mailbox(999_999)
+
+    run(body)

@@ -365,9 +365,10 @@ class QueueRunner:
             )
             if not policy.usable:
                 errors.append(policy.error or "host not usable")
-                self._tls_result(
-                    group.domain, "mx-mismatch" if policy.source == "mta-sts" else policy.source
-                )
+                # RFC 8460 §4.3: the result types of the report (tlsrpt_sessions) for a host
+                # not used: outside the MTA-STS policy, or its TLSA lookup failed
+                unused = {"mta-sts": "validation-failure", "dane": "dnssec-invalid"}
+                self._tls_result(group.domain, unused.get(policy.source, policy.source))
                 await self._tls_report(group, hop, policy, None, entry=entry)
                 continue
             client = await self._connect_hop(group, hop, policy, errors, entry=entry)
