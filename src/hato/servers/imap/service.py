@@ -39,7 +39,7 @@ from hato.servers.imap.dispatch import HANDLERS
 from hato.servers.imap.recent import RecentClaims
 from hato.servers.imap.session import Session
 from hato.servers.imap.settings import ImapSettings
-from hato.servers.tls import server_context
+from hato.servers.tls import server_context, starttls_context
 from hato.store.api import MailStore
 
 _READ_CHUNK = 65536
@@ -93,8 +93,7 @@ class ImapService:
         if settings.cert_file is not None and settings.key_file is not None:
             self._tls = server_context(settings.cert_file, settings.key_file)
             # No session tickets after a STARTTLS handshake (module docstring).
-            self._starttls = server_context(settings.cert_file, settings.key_file)
-            self._starttls.num_tickets = 0
+            self._starttls = starttls_context(settings.cert_file, settings.key_file)
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[object]] = set()
         self.recent = RecentClaims()  # RFC 3501 §2.3.2 \Recent, shared by all sessions
