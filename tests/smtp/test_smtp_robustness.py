@@ -3,10 +3,13 @@ command injection, failed TLS handshakes, vanishing clients, limits, timeouts, q
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import smtplib
 import socket
 import time
+import warnings
 from typing import Any
 
 import pytest
@@ -232,6 +235,40 @@ def test_stop_lets_idle_sessions_go_with_421(make_harness: Any) -> None:
         harness.run(harness.service.stop(timeout=5))
         assert client.reply() == ["421 4.3.2 Service shutting down"]
         assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("turns", range(5))
+def test_stop_closes_a_socket_accepted_just_before_it(make_harness: Any, turns: int) -> None:
+    """CPython gh-109564: a socket accepted in the loop iteration before ``Server.close()``
+    reaches ``Server._attach`` after it, fails its assertion and was dropped unclosed (the
+    client hung, a ResourceWarning came at the next garbage collection). Whatever the number
+    of loop turns between connect and stop, the connection must be closed by ``stop``."""
+    harness = make_harness()
+    service = harness.service
+    assert service is not None
+
+    async def connect_then_stop() -> socket.socket:
+        # connected in the loop's thread (loopback: the kernel completes the handshake at
+        # once), so the number of loop turns before stop() is exact
+        client = socket.create_connection((HOST, harness.mx), timeout=5)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await service.stop(timeout=1)
+        return client
+
+    client = harness.run(connect_then_stop())
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            gc.collect()
+        assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+        try:  # the greeting (accepted before stop), then the close; or a reset
+            while client.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+    finally:
+        client.close()
 
 
 def test_peer_that_never_reads_replies_is_dropped(make_harness: Any) -> None:

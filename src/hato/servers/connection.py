@@ -50,7 +50,7 @@ from typing import Generic, Protocol, TypeVar
 
 from hato.core import log
 from hato.core.errors import ListenError
-from hato.servers.base import Listener, TlsMode
+from hato.servers.base import Listener, TlsMode, close_listeners
 
 READ_HIGH = 1 << 18  # pause reading when this much unparsed input is waiting
 _STOP_SETTLE_TICKS = 3  # loop turns for an accepted socket to reach connection_made
@@ -418,10 +418,9 @@ class Acceptor(Generic[B]):
         """Stop accepting; sessions waiting for a command end now (``Connection.stopping``),
         busy ones get ``timeout`` seconds; then every socket is closed."""
         self.stopping = True
-        for server in self._servers:
-            server.close()
         for conn in list(self._connections):
             conn.wake()
+        await close_listeners(self._servers)  # gh-109564: no accepted socket left unclosed
         # Sockets accepted just before close() are still on their way to connection_made
         # (accept → transport → connection_made): let them arrive, where they are aborted.
         for _ in range(_STOP_SETTLE_TICKS):

@@ -32,7 +32,7 @@ from hato.delivery.recipients import RecipientResolver
 from hato.outbound.queue import QueueRunner
 from hato.policy.authn import Authenticator
 from hato.policy.smtp import Role
-from hato.servers.base import Listener, TlsMode
+from hato.servers.base import Listener, TlsMode, close_listeners
 from hato.servers.smtp_session import SmtpSession, make_codec
 from hato.store.api import MailStore
 
@@ -378,8 +378,7 @@ class SmtpService:
         self.stopping = True  # idle sessions say 421 and close; busy ones finish their message
         for conn in list(self._connections):
             conn.wake()
-        for _spec, server in self._servers:
-            server.close()
+        await close_listeners(server for _spec, server in self._servers)  # gh-109564
         self._servers = []
         # Sockets accepted just before close() are still being set up in loop callbacks
         # (accept task → transport → connection_made): let them get there, where they are

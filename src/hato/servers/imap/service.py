@@ -33,7 +33,7 @@ from hato.core import log
 from hato.core.clock import Clock, SystemClock
 from hato.core.errors import ListenError
 from hato.policy.authn import Authenticator
-from hato.servers.base import Listener, TlsMode
+from hato.servers.base import Listener, TlsMode, close_listeners
 from hato.servers.imap.cache import ContentCache
 from hato.servers.imap.dispatch import HANDLERS
 from hato.servers.imap.recent import RecentClaims
@@ -159,8 +159,7 @@ class ImapService:
                 await writer.wait_closed()
 
     async def stop(self, *, timeout: float) -> None:
-        for server in self._servers:
-            server.close()
+        await close_listeners(self._servers)  # gh-109564: no accepted socket left unclosed
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
