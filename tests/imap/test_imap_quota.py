@@ -16,7 +16,9 @@ def test_quota_commands_and_overquota(imap_env: EnvFactory) -> None:
     try:
         capabilities = raw.ok(b"CAPABILITY")[0].split()
         # RFC 9208 §5: every resource handled is advertised; no QUOTASET (SETQUOTA refused).
-        assert b"QUOTA=RES-STORAGE" in capabilities and b"QUOTA=RES-MESSAGE" in capabilities
+        assert b"QUOTA=RES-STORAGE" in capabilities
+        # RFC 9208 §5.2: no MESSAGE limit exists, so RES-MESSAGE is not advertised
+        assert b"QUOTA=RES-MESSAGE" not in capabilities
         assert b"QUOTASET" not in capabilities
         # No limit: the root is there, with no resources listed (§4.2.1: not limited).
         lines = raw.ok(b"GETQUOTAROOT INBOX")

@@ -3,14 +3,13 @@
 Implements RFC 9208 §4.1.1 GETQUOTA, §4.1.2 GETQUOTAROOT (for any mailbox name, existing or
 not), §4.1.3 SETQUOTA (refused with NO: quotas are set by the administrator with the CLI, and
 QUOTASET is not advertised), §4.2 the QUOTA and QUOTAROOT responses, §5.1 STORAGE (units of
-1024 octets, rounded up) and §5.2 MESSAGE from ``MailStore.quota_usage``. Every mailbox of an
+1024 octets, rounded up) from ``MailStore.quota_usage``; QUOTA=RES-STORAGE is advertised. Every mailbox of an
 account shares one quota root, named "" (RFC 9208 §3.2: roots are opaque names). The
 OVERQUOTA response code of §4.3.1 is sent on APPEND/COPY/MOVE failures by the session's error
 mapping (``QuotaExceeded`` from the store).
 
-Left out: a MESSAGE limit (the store limits bytes only; RFC 9208 §4.2.1: a resource that is not
-limited is not listed, so MESSAGE never appears in a QUOTA response even though the DELETED
-status item it requires is supported), MAILBOX and ANNOTATION-STORAGE resources.
+Left out: the MESSAGE resource (§5.2: the store limits bytes only, so QUOTA=RES-MESSAGE is not
+advertised; the DELETED status item is supported anyway), MAILBOX and ANNOTATION-STORAGE.
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ class Session:
             # second wave: RFC 7162 §3.2.2, RFC 5256 §3 (+ RFC 5957 SORT=DISPLAY), RFC 9208 §5,
             # RFC 4469, RFC 6855 §3, RFC 4978 §5
             "QRESYNC", "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-            "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE", "CATENATE", "UTF8=ACCEPT",
+            "QUOTA", "QUOTA=RES-STORAGE", "CATENATE", "UTF8=ACCEPT",
         ]
         if not self.compressed:
             caps.append("COMPRESS=DEFLATE")
