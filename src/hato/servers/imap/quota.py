@@ -3,8 +3,9 @@
 Implements RFC 9208 §4.1.1 GETQUOTA, §4.1.2 GETQUOTAROOT (for any mailbox name, existing or
 not), §4.1.3 SETQUOTA (refused with NO: quotas are set by the administrator with the CLI, and
 QUOTASET is not advertised), §4.2 the QUOTA and QUOTAROOT responses, §5.1 STORAGE (units of
-1024 octets, rounded up) from ``MailStore.quota_usage``; QUOTA=RES-STORAGE is advertised. Every mailbox of an
-account shares one quota root, named "" (RFC 9208 §3.2: roots are opaque names). The
+1024 octets, rounded up) from ``MailStore.quota_usage``; QUOTA=RES-STORAGE is
+advertised. Every mailbox of an account shares one quota root, named "" (RFC 9208 §3.2:
+roots are opaque names). The
 OVERQUOTA response code of §4.3.1 is sent on APPEND/COPY/MOVE failures by the session's error
 mapping (``QuotaExceeded`` from the store).
 
