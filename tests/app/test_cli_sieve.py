@@ -158,3 +158,22 @@ def test_forward_and_vacation_input_errors(hato: Hato, tmp_path: Path) -> None:
 def test_sieve_string_helpers() -> None:
     assert sieve_string('a"b\\c') == '"a\\"b\\\\c"'
     assert sieve_text_block(".x\r\ny\n") == "text:\n..x\ny\n.\n"
+
+
+def test_check_and_put_follow_the_sieve_section(config_file: Path, tmp_path: Path) -> None:
+    """`hato sieve check|put` judge a script with the extensions delivery offers: a script
+    requiring vnd.dovecot.pipe is refused until `[sieve] pipe_dir` is configured."""
+    script = tmp_path / "pipe.sieve"
+    script.write_text('require "vnd.dovecot.pipe";\npipe "archive";\n', encoding="utf-8")
+    hato = Hato(config_file)
+    setup(hato)
+    failed = hato("sieve", "check", ALICE, str(script))
+    assert failed.exit_code != 0 and "vnd.dovecot.pipe" in failed.output
+    programs = tmp_path / "programs"
+    programs.mkdir()
+    config_file.write_text(
+        config_file.read_text(encoding="utf-8") + f'\n[sieve]\npipe_dir = "{programs}"\n',
+        encoding="utf-8",
+    )
+    assert hato.ok("sieve", "check", ALICE, str(script)) == "ok\n"
+    assert hato.ok("sieve", "put", ALICE, "pipe", str(script)) == "stored script pipe\n"

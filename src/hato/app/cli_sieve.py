@@ -29,9 +29,11 @@ from typing import Any
 import click
 
 from hato.app.cli_base import account_key, config_option, human_size, run_with_store, table
+from hato.app.config import load_config
+from hato.app.config_sieve import sieve_settings
 from hato.core.address import Address
 from hato.core.errors import NotFound, UsageError
-from hato.delivery.sieve import MAX_REDIRECTS, check_script
+from hato.delivery.sieve import DEFAULT_SETTINGS, MAX_REDIRECTS, SieveSettings, check_script
 from hato.store.api import MailStore
 from hato.store.model import Account
 
@@ -134,8 +136,17 @@ def render(generated: Generated) -> str:
     return "\n".join([*head, "", *body]) + "\n"
 
 
-def _validate(text: str, scripts: dict[str, str], *, what: str) -> None:
-    errors = check_script(text, scripts=scripts)
+def _settings(config_path: Path) -> SieveSettings:
+    """The Sieve settings delivery uses (``[sieve]``: extensions such as the configured
+    vnd.dovecot programs, limits), so a check here agrees with delivery and ManageSieve."""
+    config = load_config(config_path)
+    return sieve_settings(config.sieve, hostname=config.server.hostname)
+
+
+def _validate(
+    text: str, scripts: dict[str, str], *, what: str, settings: SieveSettings = DEFAULT_SETTINGS
+) -> None:
+    errors = check_script(text, scripts=scripts, settings=settings)
     if errors:
         line, message = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -212,11 +223,12 @@ def sieve_put(address: str, name: str, file: str, activate: bool, config_path: P
     content = _read_file(file)
     if not content:
         raise UsageError("the script is empty")  # RFC 5804 §2.6: SHOULD be disallowed
+    settings = _settings(config_path)
 
     async def work(store: MailStore) -> str:
         acc = await _account(store, address)
         scripts = {s.name: s.content for s in await store.list_scripts(acc.id)}
-        _validate(content, scripts, what=file)
+        _validate(content, scripts, what=file, settings=settings)
         stored = await store.put_script(acc.id, name, content, activate=activate)
         return stored.name
 
@@ -267,11 +279,12 @@ def sieve_delete(address: str, name: str, config_path: Path) -> None:
 def sieve_check(address: str, file: str, config_path: Path) -> None:
     """Check FILE ("-": standard input) as a script of ADDRESS without storing it."""
     content = _read_file(file)
+    settings = _settings(config_path)
 
     async def work(store: MailStore) -> list[tuple[int, str]]:
         acc = await _account(store, address)
         scripts = {s.name: s.content for s in await store.list_scripts(acc.id)}
-        return check_script(content, scripts=scripts)
+        return check_script(content, scripts=scripts, settings=settings)
 
     errors = run_with_store(config_path, work)
     for line, message in errors:
