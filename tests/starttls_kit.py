@@ -12,7 +12,8 @@ and when the answer to the first command under TLS is complete. The clients:
    threads: TLS 1.3 session tickets after STARTTLS wake the reader into SSL_read while the
    writer is in SSL_write, the race of ``hato.servers.tls``).
 
-Used by tests/pop3 and tests/managesieve (their conftest puts ``tests/`` on ``sys.path``).
+Used by tests/imap, tests/pop3 and tests/managesieve (their conftest puts ``tests/`` on
+``sys.path``).
 """
 
 from __future__ import annotations

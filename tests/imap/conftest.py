@@ -1,10 +1,12 @@
 """Fixtures for the IMAP tests: a running server on loopback (ephemeral ports) over a real
 SQLite store, driven from blocking clients (imaplib, mutt, mbsync) while its event loop runs in
-a background thread; every imaplib client's transcript is grammar-checked at teardown."""
+a background thread; every imaplib client's transcript is grammar-checked at teardown.
+Also puts ``tests/`` on ``sys.path`` (``starttls_kit``)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,10 @@ from hato.policy.authn import Authenticator, make_credentials
 from hato.servers.base import Listener, TlsMode
 from hato.servers.imap import ImapService, ImapSettings
 from hato.store.sqlite import open_store
+
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
 
 
 @pytest.fixture

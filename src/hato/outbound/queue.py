@@ -71,6 +71,13 @@ __all__ = [
 ]
 
 INLINE_READ = 64 * 1024  # octets: smaller bodies are read on the event loop
+# RFC 4954 §4 / RFC 8314 §5.1: credentials go only to the configured relay, so a relay given
+# AUTH has its certificate checked (PKIX, RFC 6125 against its name) on STARTTLS and implicit
+# TLS alike; a failure defers the message and never sends them.
+_RELAY_WITH_AUTH = HostPolicy(Requirement.PKIX, source="relay")
+# RFC 8460 §4.3: the report's result type (as tlsrpt_sessions writes it) for a host not used:
+# outside the MTA-STS policy, or its TLSA lookup failed.
+_UNUSED_RESULT = {"mta-sts": "validation-failure", "dane": "dnssec-invalid"}
 
 
 @dataclass(slots=True)
@@ -342,33 +349,24 @@ class QueueRunner:
         errors: list[str] = []
         for hop in route.hops:
             if route.relay and hop.auth is not None:
-                # RFC 4954 §4 / RFC 8314 §5.1: credentials go only to the configured relay,
-                # so its certificate is checked (PKIX, RFC 6125 against the relay's name)
-                # on STARTTLS and implicit TLS alike; a failure defers, never sends them
-                relay_policy = HostPolicy(Requirement.PKIX, source="relay")
-                client = await self._connect_hop(group, hop, relay_policy, errors, entry=entry)
-                if client is not None:
-                    return client
-                continue
-            policy = await host_policy(
-                hop.name,
-                resolver=self.resolver,
-                port=hop.port,
-                mx_secure=route.secure,
-                addresses_secure=hop.secure,  # RFC 7672 §2.2.2
-                sts=group.sts,
-                via_mx=route.via_mx,
-                requiretls=requiretls and not route.relay,
-                tls_optional=entry.tls_optional,
-                dane=self.settings.dane and not route.relay,  # RFC 7672 §2.2.1, §2.2.2
-                domain=group.domain,  # RFC 7672 §3.2.2: a DANE-TA reference identifier
-            )
+                policy = _RELAY_WITH_AUTH
+            else:
+                policy = await host_policy(
+                    hop.name,
+                    resolver=self.resolver,
+                    port=hop.port,
+                    mx_secure=route.secure,
+                    addresses_secure=hop.secure,  # RFC 7672 §2.2.2
+                    sts=group.sts,
+                    via_mx=route.via_mx,
+                    requiretls=requiretls and not route.relay,
+                    tls_optional=entry.tls_optional,
+                    dane=self.settings.dane and not route.relay,  # RFC 7672 §2.2.1, §2.2.2
+                    domain=group.domain,  # RFC 7672 §3.2.2: a DANE-TA reference identifier
+                )
             if not policy.usable:
                 errors.append(policy.error or "host not usable")
-                # RFC 8460 §4.3: the result types of the report (tlsrpt_sessions) for a host
-                # not used: outside the MTA-STS policy, or its TLSA lookup failed
-                unused = {"mta-sts": "validation-failure", "dane": "dnssec-invalid"}
-                self._tls_result(group.domain, unused.get(policy.source, policy.source))
+                self._tls_result(group.domain, _UNUSED_RESULT.get(policy.source, policy.source))
                 await self._tls_report(group, hop, policy, None, entry=entry)
                 continue
             client = await self._connect_hop(group, hop, policy, errors, entry=entry)

@@ -34,10 +34,9 @@ from hato.core.passwords import hash_password, needs_rehash, verify_password
 from hato.store.api import MailStore
 from hato.store.model import Account, Credentials
 
-ALL_MECHANISMS = [sasl.SCRAM_SHA_256, sasl.PLAIN, sasl.LOGIN]
-# SCRAM-SHA-1 is accepted everywhere but advertised only where a protocol requires it
-# (ManageSieve, RFC 5804 §2.1); RFC 7677 §3 makes SCRAM-SHA-256 the one to prefer.
-ACCEPTED_MECHANISMS = [*ALL_MECHANISMS, sasl.SCRAM_SHA_1]
+# Every mechanism of hato.codec.sasl is accepted; SCRAM-SHA-1 is advertised only where a
+# protocol requires it (ManageSieve, RFC 5804 §2.1): RFC 7677 §3 prefers SCRAM-SHA-256.
+ALL_MECHANISMS = [m for m in sasl.MECHANISMS if m != sasl.SCRAM_SHA_1]
 _MAX_TRACKED_ADDRESSES = 100_000
 
 
@@ -192,9 +191,7 @@ class Authenticator:
             allowed = allow_plaintext(secure=secure, remote_ip=remote_ip, demo=self._demo)
         if not allowed:
             return []
-        if scram_sha1:
-            return [sasl.SCRAM_SHA_256, sasl.SCRAM_SHA_1, sasl.PLAIN, sasl.LOGIN]
-        return list(ALL_MECHANISMS)
+        return list(sasl.MECHANISMS) if scram_sha1 else list(ALL_MECHANISMS)
 
     def _require_allowed(self, *, secure: bool, remote_ip: str) -> None:
         if not allow_plaintext(secure=secure, remote_ip=remote_ip, demo=self._demo):
@@ -209,7 +206,7 @@ class Authenticator:
 
     def start(self, mechanism: str, *, remote_ip: str, secure: bool) -> SaslExchange:
         """Begin a SASL exchange; AuthError for an unknown or forbidden mechanism."""
-        if mechanism.upper() not in ACCEPTED_MECHANISMS:
+        if mechanism.upper() not in sasl.MECHANISMS:
             raise AuthError(f"unsupported mechanism {mechanism!r}", reply="unsupported mechanism")
         self._require_allowed(secure=secure, remote_ip=remote_ip)
         return SaslExchange(self, sasl.server_mechanism(mechanism), remote_ip=remote_ip)

@@ -105,7 +105,7 @@ async def cmd_select(session: Session, command: Command) -> Outcome:
             session.untagged(b"OK [UNSEEN %d] first unseen" % unseen)
     session.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % selected.uidvalidity)
     # RFC 8474 §4.2: SELECT/EXAMINE report the MAILBOXID in an untagged OK.
-    session.untagged(b"OK [MAILBOXID (F%d)] Ok" % selected.uidvalidity)
+    session.untagged(b"OK [MAILBOXID (" + mailbox_object_id(mailbox).encode("ascii") + b")] Ok")
     uidnext = max(mailbox.uidnext, selected.uidnext_hint())
     session.untagged(b"OK [UIDNEXT %d] predicted next UID" % uidnext)
     # RFC 7162 §3.1.2.1: the highest MODSEQ of the messages of this mailbox.
