@@ -149,6 +149,12 @@ class SmtpConfig:
         doc="Most RCPT TO commands accepted in one transaction; further ones get 452 "
         "(RFC 5321 §4.5.3.1.10). At least 100.",
     )
+    max_messages_per_connection: int = setting(
+        100,
+        Count(minimum=1),
+        doc="Mail transactions (MAIL FROM) accepted on one connection; further ones get "
+        "421 and the connection is closed, so one client cannot hold a session forever.",
+    )
     max_errors: int = setting(
         10, Count(minimum=1), doc="Errors (bad commands, rejected recipients) before disconnecting."
     )
@@ -160,6 +166,14 @@ class SmtpConfig:
     )
     max_session_time: float = setting(
         3600.0, Duration(minimum=1.0), doc="Longest a single connection may last."
+    )
+    workers: int = setting(
+        0,
+        Count(minimum=0),
+        doc="Worker processes that run the sessions of the MX listeners, so that receiving "
+        "uses several CPU cores; each connection goes to the least busy one, and the main "
+        "process still stores every message (0: sessions run in the main process). The "
+        "number of CPU cores is a good value on a busy MX.",
     )
     max_connections: int = setting(
         500, Count(minimum=1), doc="Simultaneous SMTP connections over all listeners."

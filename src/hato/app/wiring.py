@@ -11,8 +11,10 @@ caught by ``hato.app.config`` before we get here.
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from hato.app.config import Config
 from hato.app.config_dns import make_resolver
@@ -35,10 +37,16 @@ from hato.servers.base import Listener, Service
 from hato.servers.imap import ImapService, ImapSettings
 from hato.servers.managesieve import ManageSieveServer, ManageSieveSettings
 from hato.servers.pop3 import Pop3Server, Pop3Settings
-from hato.servers.smtp import SmtpListener, SmtpSettings
+from hato.servers.smtp import SmtpListener, SmtpService, SmtpSettings
+from hato.servers.smtp_hooks import SessionHooks
 from hato.servers.smtp_inbound import InboundSmtpService
+from hato.servers.smtp_worker import RemoteQueue
+from hato.servers.smtp_workers import SmtpWorkerPool, WorkerRecipe
 from hato.servers.tls import server_context, starttls_context
 from hato.store.api import MailStore, ReportStore
+from hato.store.remote import RemoteStore
+from hato.store.sqlite.lookups import NAMES as LOOKUPS
+from hato.store.sqlite.lookups import Lookups
 from hato.web.autoconfig import MailPorts
 from hato.web.mtasts import MtaStsPolicy
 from hato.web.service import WebService
@@ -68,6 +76,7 @@ def smtp_settings(config: Config) -> SmtpSettings:
             max_message_size=smtp.max_message_size,
             max_recipients=smtp.max_recipients,
             max_errors=smtp.max_errors,
+            max_transactions=smtp.max_messages_per_connection,
         ),
         idle_timeout=smtp.idle_timeout,
         session_timeout=smtp.max_session_time,
@@ -194,6 +203,62 @@ def queue_runner(
     )
 
 
+def smtp_hooks(
+    config: Config,
+    store: MailStore,
+    *,
+    resolver: Resolver,
+    clock: Clock,
+    signer: Callable[[bytes, str], bytes] | None,
+) -> SessionHooks:
+    """The SMTP sessions' hooks: inbound verification, submission limits, SRS, and the
+    parsing of DMARC/TLS reports sent to our report addresses (after delivery)."""
+    intake = report_intake(config.reports, resolver=resolver, store=store)
+    return session_hooks(
+        config.inbound,
+        hostname=config.server.hostname,
+        data_dir=config.server.data_dir,
+        resolver=resolver,
+        limits=submission_limits(config),
+        clock=clock,
+        reports=cast(ReportStore, store) if hasattr(store, "record_dmarc_evaluation") else None,
+        signer=signer,
+        after_delivery=intake.after_delivery if intake is not None else None,
+        sieve=sieve_settings(config.sieve, hostname=config.server.hostname),
+    )
+
+
+def mx_worker_service(config: Config, store: Any, channel: Any) -> SmtpService:
+    """What an SMTP worker process runs (hato.servers.smtp_worker): the MX listeners'
+    service, built as ``build_services`` builds it, on the worker's ``RemoteStore``; its
+    outbound queue is the main process's runner, behind ``channel`` (None: no runner)."""
+    clock = SystemClock()
+    if isinstance(store, RemoteStore):  # lookups from the database file, not round trips
+        store.read_locally(Lookups(config.server.data_dir, clock=clock), LOOKUPS)
+    resolver = make_resolver(config.dns)
+    outbound = config.outbound
+    signer = DkimKeys(config.server.data_dir / "dkim").signer() if outbound.dkim else None
+    queue = None
+    if channel is not None:
+        settings = outbound_settings(
+            config.server.hostname, outbound, password=read_smarthost_password(outbound)
+        )
+        queue = RemoteQueue(channel, settings)
+    smtp = smtp_settings(config)
+    smtp = dataclasses.replace(
+        smtp, listeners=tuple(spec for spec in smtp.listeners if spec.role is Role.MX)
+    )
+    return InboundSmtpService(
+        smtp,
+        store,
+        Authenticator(store, clock=clock, plaintext_on_loopback=config.server.demo),
+        hooks=smtp_hooks(config, store, resolver=resolver, clock=clock, signer=signer),
+        tls=tls_context(config),
+        clock=clock,
+        outbound=queue,
+    )
+
+
 def build_services(
     config: Config, store: MailStore, *, clock: Clock | None = None
 ) -> list[Service]:
@@ -201,9 +266,7 @@ def build_services(
     clock = clock or SystemClock()
     counters = Counters()  # event counters; /metrics exports them (hato.core.metrics)
     tls = tls_context(config)
-    authenticator = Authenticator(
-        store, clock=clock, plaintext_on_loopback=config.server.demo
-    )
+    authenticator = Authenticator(store, clock=clock, plaintext_on_loopback=config.server.demo)
     # The queue runner starts first and stops last: SMTP sessions hand it messages.
     resolver = make_resolver(config.dns)  # one resolver (and cache) for every DNS question
     runner = queue_runner(config, store, resolver=resolver, clock=clock)
@@ -220,26 +283,29 @@ def build_services(
         services.append(reports)  # daily DMARC and TLS reports (hato.outbound.reports)
     smtp = smtp_settings(config)
     if smtp.listeners:
-        # DMARC/TLS reports sent to our report addresses are parsed after delivery
-        intake = report_intake(config.reports, resolver=resolver, store=store)
-        # inbound verification, submission limits, SRS (hato.app.config_inbound)
-        hooks = session_hooks(
-            config.inbound,
-            hostname=config.server.hostname,
-            data_dir=config.server.data_dir,
-            resolver=resolver,
-            limits=submission_limits(config),
-            clock=clock,
-            reports=cast(ReportStore, store) if hasattr(store, "record_dmarc_evaluation") else None,
-            signer=runner.signer,
-            after_delivery=intake.after_delivery if intake is not None else None,
-            sieve=sieve_settings(config.sieve, hostname=config.server.hostname),
-        )
-        services.append(
-            InboundSmtpService(
-                smtp, store, authenticator, hooks=hooks, tls=tls, clock=clock, outbound=runner
+        hooks = smtp_hooks(config, store, resolver=resolver, clock=clock, signer=runner.signer)
+        mx = tuple(spec for spec in smtp.listeners if spec.role is Role.MX)
+        rest = tuple(spec for spec in smtp.listeners if spec.role is not Role.MX)
+        if config.smtp.workers and mx:
+            # MX sessions in worker processes (hato.servers.smtp_workers); the main process
+            # keeps the store, the queue and the submission listeners
+            services.append(
+                SmtpWorkerPool(
+                    dataclasses.replace(smtp, listeners=mx),
+                    store,
+                    WorkerRecipe(f"{__name__}:mx_worker_service", config),
+                    workers=config.smtp.workers,
+                    outbound=runner,
+                    tls=tls is not None,
+                )
             )
-        )
+            smtp = dataclasses.replace(smtp, listeners=rest)
+        if smtp.listeners:
+            services.append(
+                InboundSmtpService(
+                    smtp, store, authenticator, hooks=hooks, tls=tls, clock=clock, outbound=runner
+                )
+            )
     imap = imap_settings(config)
     if imap.listeners:
         services.append(ImapService(imap, store, authenticator, clock=clock))

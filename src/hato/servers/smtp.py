@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from hato.codec.smtp import Limits, ServerConnection
 from hato.core import log
@@ -29,7 +31,7 @@ from hato.core.clock import Clock, SystemClock
 from hato.core.errors import ConfigError, ListenError
 from hato.core.reply import Reply
 from hato.delivery.recipients import RecipientResolver
-from hato.outbound.queue import QueueRunner
+from hato.outbound.settings import OutboundSettings
 from hato.policy.authn import Authenticator
 from hato.policy.smtp import Role
 from hato.servers.base import Listener, TlsMode, close_listeners
@@ -39,6 +41,15 @@ from hato.store.api import MailStore
 _READ_HIGH = 1 << 18  # pause reading when this much input waits unparsed
 _READ_LOW = 1 << 16
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+
+
+class OutboundQueue(Protocol):
+    """What sessions need of the outbound queue (hato.outbound.queue.QueueRunner, or in an
+    SMTP worker the main process's runner behind the worker channel)."""
+
+    settings: OutboundSettings
+
+    def wake(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +286,7 @@ class SmtpService:
         *,
         tls: ssl.SSLContext | None = None,
         clock: Clock | None = None,
-        outbound: QueueRunner | None = None,
+        outbound: OutboundQueue | None = None,
     ) -> None:
         self.settings = settings
         self.outbound = outbound  # remote recipients are queued only when a runner exists
@@ -335,7 +346,40 @@ class SmtpService:
             self._servers.append((spec, server))
             log.event("smtp.listening", host=lst.host, port=lst.port, role=spec.role.value)
 
-    def _protocol(self, spec: SmtpListener) -> Connection:
+    async def adopt(
+        self, sock: socket.socket, spec: SmtpListener, on_end: Callable[[], None]
+    ) -> None:
+        """Run a session on a connection accepted elsewhere (by the main process, for an SMTP
+        worker: hato.servers.smtp_workers), as if one of our listeners had accepted it;
+        ``on_end`` is called once when it is over (handshake failures included)."""
+        loop = asyncio.get_running_loop()
+        implicit = self.tls if spec.listener.tls is TlsMode.IMPLICIT else None
+        ended = False
+
+        def end() -> None:
+            nonlocal ended
+            if not ended:
+                ended = True
+                on_end()
+
+        sock.setblocking(False)
+        try:
+            transport, conn = await loop.connect_accepted_socket(
+                lambda: self._protocol(spec, on_end=end),
+                sock,
+                ssl=implicit,
+                ssl_handshake_timeout=self.settings.tls_handshake_timeout if implicit else None,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.event("smtp.tls.failed", error=type(exc).__name__)
+            sock.close()
+            end()
+            return
+        del transport, conn  # the session (or the refusal in ``opened``) calls ``end``
+
+    def _protocol(
+        self, spec: SmtpListener, *, on_end: Callable[[], None] | None = None
+    ) -> Connection:
         codec = make_codec(self, spec)
 
         def opened(conn: Connection) -> None:
@@ -346,6 +390,8 @@ class SmtpService:
                 # accepted from the backlog while stop() runs: close it (stop() waits for it)
                 assert conn.transport is not None
                 conn.transport.abort()
+                if on_end is not None:
+                    on_end()
                 return
             if (
                 self._total >= self.settings.max_connections
@@ -355,6 +401,8 @@ class SmtpService:
                 assert conn.transport is not None
                 conn.transport.write(TOO_MANY_CONNECTIONS.to_bytes())
                 conn.close()
+                if on_end is not None:
+                    on_end()
                 return
             self._total += 1
             self._per_ip[ip] += 1
@@ -363,6 +411,8 @@ class SmtpService:
             self._sessions.add(task)
             self._connections.add(conn)
             task.add_done_callback(lambda t: self._ended(t, conn, ip))
+            if on_end is not None:
+                task.add_done_callback(lambda _t: on_end())
 
         return Connection(opened, codec, write_timeout=self.settings.idle_timeout)
 

@@ -18,9 +18,8 @@ from __future__ import annotations
 import ssl
 
 from hato.core.clock import Clock
-from hato.outbound.queue import QueueRunner
 from hato.policy.authn import Authenticator
-from hato.servers.smtp import SmtpService, SmtpSettings
+from hato.servers.smtp import OutboundQueue, SmtpService, SmtpSettings
 from hato.servers.smtp_hooks import SessionHooks
 from hato.store.api import MailStore
 
@@ -37,7 +36,7 @@ class InboundSmtpService(SmtpService):
         hooks: SessionHooks,
         tls: ssl.SSLContext | None = None,
         clock: Clock | None = None,
-        outbound: QueueRunner | None = None,
+        outbound: OutboundQueue | None = None,
     ) -> None:
         super().__init__(settings, store, authenticator, tls=tls, clock=clock, outbound=outbound)
         self.hooks = hooks

@@ -77,6 +77,14 @@ class BlobStore(Protocol):
 
     def exists(self, blob_id: str) -> bool: ...
 
+    def install(
+        self, blob_id: str, size: int, *, body: bytes | None = None, temp: str | None = None
+    ) -> BlobRef:
+        """Install a body another process wrote (an SMTP worker, hato.store.remote): held in
+        ``body``, or in ``temp``, a file already fsynced in this store's ``tmp/`` directory
+        (moved, not copied). Like ``BlobWriter.commit``; blocking with ``temp``."""
+        ...
+
 
 class MailStore(Protocol):
     """The metadata store. All methods are coroutines except ``blobs``."""

@@ -78,6 +78,7 @@ from hato.store.sqlite.janitor import Cleared, Dirs, Janitor
 __all__ = ["PIN_TTL", "FileBlobStore", "FileBlobWriter", "fsync_dir"]
 
 _BLOB_ID = re.compile(r"[0-9a-f]{64}")
+_TEMP_NAME = re.compile(r"[0-9a-f]{32}\.tmp")
 _MARKER = re.compile(r"([0-9a-f]{64})\.[0-9a-f]+\.pending")  # earlier Hato versions
 _CHUNK = 1 << 16
 NEW_DIR = "new"
@@ -114,6 +115,7 @@ class FileBlobStore:
     def __init__(self, blob_dir: Path, tmp_dir: Path, *, clock: Clock) -> None:
         self.blob_dir = blob_dir
         self.tmp_dir = tmp_dir
+        self.inline_max = INLINE_MAX  # bodies a worker keeps in memory (hato.store.remote)
         self.new_dir = blob_dir / NEW_DIR
         self._root = str(blob_dir)  # string paths on the hot paths: pathlib is slow
         self._new_root = str(self.new_dir)
@@ -247,6 +249,42 @@ class FileBlobStore:
             _unlink_quietly(temp)  # identical content already stored: drop our copy
         if ticket:
             self._new_sync.wait(ticket)
+
+    def install(
+        self, blob_id: str, size: int, *, body: bytes | None = None, temp: str | None = None
+    ) -> BlobRef:
+        """A body written by another process (an SMTP worker, hato.store.remote), installed
+        as ``FileBlobWriter.commit`` would: ``body`` journalled by the unit that stores it
+        (fsynced here instead when over the memory budget), or ``temp``, a file the worker
+        fsynced in ``tmp/``, renamed into ``new/`` (blocking: the group fsync of ``new/``).
+        The id and the temp path are checked before any file is touched; the content is
+        the worker's (one program, our own processes: it is not hashed again)."""
+        _checked(blob_id)
+        if (body is None) == (temp is None):
+            raise StoreError("install: exactly one of body and temp")
+        if body is not None:
+            if len(body) != size:
+                raise StoreError("install: body size mismatch")
+            if self.take_inline(size):
+                self._install(None, blob_id, body=body)
+                return BlobRef(id=blob_id, size=size)
+            writer = FileBlobWriter(self)  # over the memory budget: fsynced like a large body
+            writer._small = None
+            writer._spill((body,))
+            temp = writer._temp
+            f, writer._file = writer._file, None
+            assert f is not None
+            try:
+                f.flush()
+                sync_data(f.fileno())
+            finally:
+                f.close()
+        assert temp is not None
+        name = os.path.basename(temp)
+        if os.path.dirname(temp) != str(self.tmp_dir) or not _TEMP_NAME.fullmatch(name):
+            raise StoreError(f"install: {temp!r} is not a temp file of this store")
+        self._install(temp, blob_id, body=None)
+        return BlobRef(id=blob_id, size=size)
 
     def pending_body(self, blob_id: str) -> bytes | None:
         """The body a unit storing ``blob_id`` must journal, if its file is not durable

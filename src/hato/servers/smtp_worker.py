@@ -1,0 +1,137 @@
+"""An SMTP worker process: runs the sessions of connections the main process hands it.
+
+Started by ``hato.servers.smtp_workers.SmtpWorkerPool`` as ``python -m
+hato.servers.smtp_worker CTRL_FD RPC_FD``. It asks the main process how to build its service
+(``Hello``: a factory and its argument, the store's methods, the blob directories), builds it
+against ``hato.store.remote.RemoteStore``, says it is ready, then adopts every connection that
+arrives on the control socket (``SCM_RIGHTS``, with a token and the listener it came from)
+and reports the end of each. It exits when the main process asks it to stop (after its
+sessions finish, within the timeout given) or disappears (end of file on either socket: its
+sessions are ended at once; none of their unacknowledged messages was acknowledged).
+
+Leaves out: listening sockets of its own, anything but SMTP sessions.
+
+Security: inherits only the two socket pairs and the standard streams; logs go where the main
+process's go (standard error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import importlib
+import json
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+from hato.core import log
+from hato.outbound.settings import OutboundSettings
+from hato.servers.smtp import SmtpService
+from hato.servers.worker_rpc import Channel
+from hato.store.remote import RemoteBlobStore, RemoteStore
+
+
+class RemoteQueue:
+    """The main process's outbound queue runner, as the sessions of a worker see it."""
+
+    def __init__(self, channel: Channel, settings: OutboundSettings) -> None:
+        self._channel = channel
+        self.settings = settings
+
+    def wake(self) -> None:
+        self._channel.notify("_wake")
+
+
+def _factory(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class Worker:
+    def __init__(self, ctrl: socket.socket) -> None:
+        self.ctrl = ctrl
+        self.service: SmtpService | None = None
+        self.done = asyncio.Event()
+        self.stopped = False  # the main process asked us to stop, and the sessions are over
+        self.channel: Channel | None = None
+
+    async def handle(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], extra: Any
+    ) -> Any:
+        if name == "_stop":
+            if self.service is not None:
+                await self.service.stop(timeout=float(args[0]))
+            self.stopped = True
+            self.done.set()
+            return None
+        raise ValueError(f"unknown call {name!r}")
+
+    def on_ctrl(self) -> None:
+        assert self.service is not None and self.channel is not None
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.ctrl, 1024, 4)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                self.done.set()  # the main process is gone
+                asyncio.get_running_loop().remove_reader(self.ctrl.fileno())
+                return
+            header = json.loads(data)
+            token = int(header["token"])
+            spec = self.service.settings.listeners[int(header["listener"])]
+            channel = self.channel
+            sock = socket.socket(fileno=fds[0])
+            for extra_fd in fds[1:]:
+                os.close(extra_fd)
+            asyncio.get_running_loop().create_task(
+                self.service.adopt(
+                    sock, spec, functools.partial(channel.notify, "_closed", (token,))
+                )
+            )
+
+
+async def serve(ctrl_fd: int, rpc_fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    ctrl = socket.socket(fileno=ctrl_fd)
+    ctrl.setblocking(False)
+    rpc = socket.socket(fileno=rpc_fd)
+    worker = Worker(ctrl)
+    channel = Channel(worker.handle, on_lost=worker.done.set)
+    await loop.create_unix_connection(lambda: channel, sock=rpc)
+    worker.channel = channel
+    hello = await channel.call("_hello")
+    log.configure(logging.getLevelName(hello.log_level))  # standard error, as the main process
+    blobs = RemoteBlobStore(hello.blob_dir, hello.tmp_dir, inline_max=hello.inline_max)
+    store = RemoteStore(channel, hello.methods, blobs)
+    factory = _factory(hello.recipe.factory)
+    service: SmtpService = factory(
+        hello.recipe.argument, store, channel if hello.outbound else None
+    )
+    worker.service = service
+    loop.add_reader(ctrl.fileno(), worker.on_ctrl)
+    channel.notify("_ready")
+    await worker.done.wait()
+    if not worker.stopped:  # the main process is gone: end every session now
+        await service.stop(timeout=0)
+    with contextlib.suppress(ValueError, OSError):
+        loop.remove_reader(ctrl.fileno())
+    ctrl.close()
+    channel.close()
+
+
+def main(argv: list[str]) -> None:
+    ctrl_fd, rpc_fd = int(argv[1]), int(argv[2])
+    asyncio.run(serve(ctrl_fd, rpc_fd))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,215 @@
+"""MX sessions in SMTP worker processes (``[smtp] workers``; hato.servers.smtp_workers,
+hato.servers.smtp_worker, hato.store.remote): real worker processes, real sockets, the
+production wiring (hato.app.wiring), the store in the main process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import smtplib
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hato.app.config import parse_config
+from hato.app.wiring import build_services
+from hato.core.errors import ScriptQuotaExceeded, SieveError
+from hato.ops.tls import make_self_signed
+from hato.policy.authn import make_credentials
+from hato.servers.smtp_workers import SmtpWorkerPool
+from hato.servers.worker_rpc import decode_error, encode_error
+from hato.store.sqlite import open_store
+from hato.store.sqlite.blobs import INLINE_MAX
+
+
+def sync(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test function in its own event loop."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+def _config(tmp_path: Path, **smtp: Any) -> Any:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    if not cert.exists():
+        make_self_signed(cert, key, hostnames=["mx.example.test"], loopback=True)
+    data: dict[str, Any] = {
+        "server": {"hostname": "mx.example.test", "data_dir": str(tmp_path / "data")},
+        "tls": {"cert": str(cert), "key": str(key)},
+        "smtp": {
+            "mx_listeners": ["127.0.0.1:0"],
+            "submission_listeners": [],
+            "submissions_listeners": [],
+            "workers": 2,
+            **smtp,
+        },
+        "inbound": {"verify": False},
+        "imap": {"listeners": [], "tls_listeners": []},
+        "pop3": {"listeners": [], "tls_listeners": []},
+        "managesieve": {"listeners": []},
+        "http": {"listeners": [], "tls_listeners": []},
+    }
+    return parse_config(data, base_dir=tmp_path)
+
+
+class Running:
+    def __init__(self, store: Any, services: list[Any]) -> None:
+        self.store = store
+        self.services = services
+        (self.pool,) = [s for s in services if isinstance(s, SmtpWorkerPool)]
+
+    @property
+    def port(self) -> int:
+        return self.pool.port(0)
+
+    async def send(
+        self, rcpt: str, body: bytes, sender: str = "a@remote.test", *, starttls: bool = False
+    ) -> Any:
+        def work() -> Any:
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as client:
+                if starttls:
+                    client.starttls(context=ssl._create_unverified_context())
+                return client.sendmail(sender, [rcpt], body)
+
+        return await asyncio.to_thread(work)
+
+    async def inbox(self, address: str) -> list[bytes]:
+        account = await self.store.get_account(address)
+        mailbox = await self.store.get_mailbox(account.id, "INBOX")
+        messages = await self.store.list_messages(mailbox.id)
+        return [self.store.blobs.read(m.blob_id) for m in messages]
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, **smtp: Any) -> AsyncIterator[Running]:
+    config = _config(tmp_path, **smtp)
+    store = await open_store(config.server.data_dir)
+    await store.add_domain("example.test")
+    await store.add_account("alice@example.test", make_credentials("pw"), quota_bytes=200_000)
+    services = build_services(config, store)
+    started = []
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+        yield Running(store, services)
+    finally:
+        for service in reversed(started):
+            await service.stop(timeout=5)
+        await store.close()
+
+
+def test_error_tree_crosses_processes_with_its_fields() -> None:
+    exc = ScriptQuotaExceeded("over", limit="count", reply="too many scripts")
+    back = decode_error(encode_error(exc))
+    assert type(back) is ScriptQuotaExceeded  # pickle alone would fail: ``limit`` is keyword-only
+    assert back.detail == "over" and back.limit == "count" and str(back) == str(exc)
+    assert back.reply == "too many scripts"
+    sieve = decode_error(encode_error(SieveError([(3, "unknown test")])))
+    assert isinstance(sieve, SieveError) and sieve.errors == ((3, "unknown test"),)
+
+
+@sync
+async def test_worker_stores_messages_in_the_main_process(tmp_path: Path) -> None:
+    async with running(tmp_path) as hato:
+        pids = hato.pool.worker_pids
+        assert len(pids) == 2 and os.getpid() not in pids
+        small = b"Subject: small\r\n\r\nhello\r\n"
+        large = b"Subject: large\r\n\r\n" + (b"x" * 76 + b"\r\n") * (INLINE_MAX // 78 + 50)
+        assert await hato.send("alice@example.test", small, starttls=True) == {}
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            await hato.send("nobody@example.test", small)
+        assert refused.value.recipients["nobody@example.test"][0] == 550
+        bodies = await hato.inbox("alice@example.test")
+        assert len(bodies) == 1 and bodies[0].endswith(small)
+        assert bodies[0].startswith(b"Return-Path: <a@remote.test>\r\nReceived: ")
+        assert b"with ESMTPS" in bodies[0]  # RFC 3848: the worker's STARTTLS, in its trace field
+        # a body over the journal limit: fsynced by the worker, renamed by the main process
+        await hato.store.set_quota("alice@example.test", None)
+        assert await hato.send("alice@example.test", large) == {}
+        bodies = await hato.inbox("alice@example.test")
+        assert len(bodies) == 2 and bodies[1].endswith(large)
+        assert not list((tmp_path / "data" / "tmp").iterdir())
+
+
+@sync
+async def test_quota_error_from_the_main_process_becomes_452(tmp_path: Path) -> None:
+    async with running(tmp_path) as hato:
+        body = b"Subject: big\r\n\r\n" + (b"y" * 76 + b"\r\n") * 3000  # over 200,000 octets
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await hato.send("alice@example.test", body)
+        assert refused.value.smtp_code == 452  # RFC 3463 X.2.2, temporary by default
+        assert await hato.inbox("alice@example.test") == []
+
+
+@sync
+async def test_limits_are_counted_over_all_workers(tmp_path: Path) -> None:
+    async with running(tmp_path, max_connections_per_ip=3) as hato:
+        clients = []
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", hato.port))
+            clients.append(sock)
+            assert (await asyncio.to_thread(sock.recv, 512)).startswith(b"220 ")
+        extra = socket.create_connection(("127.0.0.1", hato.port))
+        assert (await asyncio.to_thread(extra.recv, 512)).startswith(b"421 4.7.0")
+        extra.close()
+        clients.pop().close()
+        for _ in range(50):  # the worker reports the end of that connection
+            await asyncio.sleep(0.05)
+            again = socket.create_connection(("127.0.0.1", hato.port))
+            reply = await asyncio.to_thread(again.recv, 512)
+            again.close()
+            if reply.startswith(b"220 "):
+                break
+        else:
+            pytest.fail("the closed connection was never released")
+        for sock in clients:
+            sock.close()
+
+
+@sync
+async def test_a_killed_worker_is_replaced_and_nothing_acknowledged_is_lost(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path) as hato:
+        await hato.store.set_quota("alice@example.test", None)
+        for i in range(4):
+            assert (
+                await hato.send("alice@example.test", f"Subject: {i}\r\n\r\n.\r\n".encode()) == {}
+            )
+        victim = hato.pool.worker_pids[0]
+        os.kill(victim, signal.SIGKILL)
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            pids = hato.pool.worker_pids
+            if len(pids) == 2 and victim not in pids:
+                break
+        else:
+            pytest.fail("the killed worker was not replaced")
+        for i in range(4, 8):
+            assert (
+                await hato.send("alice@example.test", f"Subject: {i}\r\n\r\n.\r\n".encode()) == {}
+            )
+        assert len(await hato.inbox("alice@example.test")) == 8
+
+
+@sync
+async def test_stop_ends_the_workers(tmp_path: Path) -> None:
+    async with running(tmp_path) as hato:
+        pids = hato.pool.worker_pids
+        port = hato.port
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
