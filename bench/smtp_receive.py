@@ -148,7 +148,12 @@ async def _serve(data_dir: Path, workers: int, profile: Path | None = None) -> N
         elif isinstance(service, SmtpService):
             port = service.addresses[0][2]
     print(f"PORT {port}", flush=True)
-    await asyncio.Event().wait()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    for service in reversed(services):
+        await service.stop(timeout=5)
+    await store.close()
 
 
 async def _seed(data_dir: Path) -> None:

@@ -74,3 +74,18 @@ def test_parse_never_raises_anything_but_address_error(text: str) -> None:
         return
     assert "@" in str(address)
     assert Address.parse(str(address)).key == address.key
+
+
+def test_recent_parses_are_reused_and_bounded() -> None:
+    from hato.core import address as module
+
+    first = Address.parse("Cache.Test@Example.ORG")
+    assert Address.parse("Cache.Test@Example.ORG") is first  # immutable: the same object
+    assert first == Address("Cache.Test", "example.org")
+    for _ in range(2):  # failures are never remembered
+        with pytest.raises(AddressError):
+            Address.parse("no-at-sign")
+    for i in range(module._CACHE_SIZE + 10):
+        Address.parse(f"user{i}@example.org")
+    assert len(module._addresses) <= module._CACHE_SIZE
+    assert len(module._domains) <= module._CACHE_SIZE

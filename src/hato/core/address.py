@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import TypeVar
 
 import idna
 
@@ -26,16 +27,38 @@ _DOT_STRING = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
 _QUOTED = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"')
 _LDH_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
+_T = TypeVar("_T")
+
 MAX_LOCAL_OCTETS = 64  # RFC 5321 §4.5.3.1.1
 MAX_DOMAIN_OCTETS = 255  # RFC 5321 §4.5.3.1.2
 MAX_PATH_OCTETS = 256  # RFC 5321 §4.5.3.1.3 (including the angle brackets)
 
 
+_CACHE_SIZE = 4096  # recent parses kept (a busy MX sees the same few addresses again and again)
+_domains: dict[str, str] = {}
+_addresses: dict[str, Address] = {}
+
+
+def _remember(cache: dict[str, _T], key: str, value: _T) -> _T:
+    if len(cache) >= _CACHE_SIZE:
+        cache.clear()  # bounded; refilled by the next lookups
+    cache[key] = value
+    return value
+
+
 def normalize_domain(text: str) -> str:
     """Return the canonical (lower-case U-label) form of a domain name, or raise AddressError.
 
-    Accepts A-labels (``xn--...``) and U-labels; a trailing dot is refused.
+    Accepts A-labels (``xn--...``) and U-labels; a trailing dot is refused. (Valid names are
+    remembered: the answer depends on the text alone.)
     """
+    known = _domains.get(text)
+    if known is not None:
+        return known
+    return _remember(_domains, text, _normalize_domain(text))
+
+
+def _normalize_domain(text: str) -> str:
     if not text or text.endswith(".") or len(text.encode("utf-8")) > MAX_DOMAIN_OCTETS:
         raise AddressError(f"invalid domain {text!r}")
     if text.isascii():
@@ -83,7 +106,17 @@ class Address:
 
     @classmethod
     def parse(cls, text: str) -> Address:
-        """Parse ``local@domain`` (no angle brackets). Raises AddressError naming the problem."""
+        """Parse ``local@domain`` (no angle brackets). Raises AddressError naming the problem.
+        (Addresses are immutable: a text parsed recently gives the same object again.)"""
+        if cls is Address:
+            known = _addresses.get(text)
+            if known is not None:
+                return known
+            return _remember(_addresses, text, cls._parse(text))
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Address:
         at = text.rfind("@")
         if at <= 0 or at == len(text) - 1:
             raise AddressError(f"invalid address {text!r}: expected local@domain")
