@@ -37,6 +37,8 @@ class Dialect:
     greeting_done: Callable[[bytes], bool]  # the greeting has been read completely
     command: bytes  # sent the moment the handshake ends
     answered: Callable[[bytes], bool]  # everything the server owes after the handshake came
+    hello: bytes = b""  # sent before STARTTLS (SMTP's EHLO), its answer read line by line
+    hello_done: Callable[[bytes], bool] = lambda data: True
 
 
 def read_line(sock: socket.socket) -> bytes:
@@ -56,6 +58,11 @@ def plain_upgrade(dialect: Dialect) -> socket.socket:
     greeting = b""
     while not dialect.greeting_done(greeting):
         greeting += read_line(sock)
+    if dialect.hello:
+        sock.sendall(dialect.hello)
+        answer = b""
+        while not dialect.hello_done(answer):
+            answer += read_line(sock)
     sock.sendall(dialect.starttls)
     answer = read_line(sock)
     assert answer.startswith(dialect.go_ahead), answer

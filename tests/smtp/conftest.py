@@ -1,7 +1,9 @@
-"""Fixtures of the SMTP tests (helpers live in smtpkit.py)."""
+"""Fixtures of the SMTP tests (helpers live in smtpkit.py). Also puts ``tests/`` on
+``sys.path`` (``starttls_kit``)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,10 @@ import pytest
 from smtpkit import Harness, default_settings
 
 from hato.ops.tls import make_self_signed
+
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
 
 
 @pytest.fixture(scope="session")

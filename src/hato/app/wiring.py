@@ -254,6 +254,7 @@ def mx_worker_service(config: Config, store: Any, channel: Any) -> SmtpService:
         Authenticator(store, clock=clock, plaintext_on_loopback=config.server.demo),
         hooks=smtp_hooks(config, store, resolver=resolver, clock=clock, signer=signer),
         tls=tls_context(config),
+        starttls=tls_context(config, starttls=True),
         clock=clock,
         outbound=queue,
     )
@@ -303,7 +304,14 @@ def build_services(
         if smtp.listeners:
             services.append(
                 InboundSmtpService(
-                    smtp, store, authenticator, hooks=hooks, tls=tls, clock=clock, outbound=runner
+                    smtp,
+                    store,
+                    authenticator,
+                    hooks=hooks,
+                    tls=tls,
+                    starttls=tls_context(config, starttls=True),
+                    clock=clock,
+                    outbound=runner,
                 )
             )
     imap = imap_settings(config)

@@ -285,6 +285,7 @@ class SmtpService:
         authenticator: Authenticator,
         *,
         tls: ssl.SSLContext | None = None,
+        starttls: ssl.SSLContext | None = None,
         clock: Clock | None = None,
         outbound: OutboundQueue | None = None,
     ) -> None:
@@ -292,7 +293,9 @@ class SmtpService:
         self.outbound = outbound  # remote recipients are queued only when a runner exists
         self.store = store
         self.authenticator = authenticator
-        self.tls = tls
+        self.tls = tls  # implicit TLS (and STARTTLS when ``starttls`` is not given)
+        # STARTTLS upgrades: a context without TLS 1.3 session tickets (hato.servers.tls)
+        self.starttls = starttls if starttls is not None else tls
         self.clock = clock or SystemClock()
         self.cipher_ids: dict[str, int] = (
             {c["name"]: c["id"] for c in tls.get_ciphers()} if tls is not None else {}

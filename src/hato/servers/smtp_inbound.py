@@ -35,8 +35,17 @@ class InboundSmtpService(SmtpService):
         *,
         hooks: SessionHooks,
         tls: ssl.SSLContext | None = None,
+        starttls: ssl.SSLContext | None = None,
         clock: Clock | None = None,
         outbound: OutboundQueue | None = None,
     ) -> None:
-        super().__init__(settings, store, authenticator, tls=tls, clock=clock, outbound=outbound)
+        super().__init__(
+            settings,
+            store,
+            authenticator,
+            tls=tls,
+            starttls=starttls,
+            clock=clock,
+            outbound=outbound,
+        )
         self.hooks = hooks

@@ -605,7 +605,7 @@ class SmtpSession:
     async def _upgrade(self) -> None:
         self.conn.stop_plaintext()  # before the 220 is flushed: no plaintext after it
         await self.conn.flush()
-        tls = self.service.tls
+        tls = self.service.starttls
         assert tls is not None
         try:
             await self.conn.start_tls(tls, timeout=self.settings.tls_handshake_timeout)
