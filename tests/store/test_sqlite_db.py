@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -291,12 +293,260 @@ def test_first_unit_of_a_transaction_fails_alone(tmp_path: Path, prologue_writes
             after = db.stats
             assert after.commits - before.commits == 2  # the blocker's batch, then this one
             assert after.failed_units - before.failed_units == 2
-            rows = await db.read(
-                lambda u: u.conn.execute("SELECT k FROM t ORDER BY k").fetchall()
-            )
+            rows = await db.read(lambda u: u.conn.execute("SELECT k FROM t ORDER BY k").fetchall())
             # 'c' never committed; the prologue's row, when it wrote one, did
             assert rows == ([("d",), ("p",)] if prologue_writes else [("d",)])
             assert log == ["d"]  # hooks of committed units only
+        finally:
+            await db.close()
+
+    asyncio.run(main())
+
+
+def _count_wakeups(loop: asyncio.AbstractEventLoop) -> Callable[[], int]:
+    """Count ``call_soon_threadsafe`` on ``loop`` (each is one self-pipe write, one wake-up)
+    from now on; the returned function stops counting and gives the count."""
+    calls: list[object] = []
+    original = loop.call_soon_threadsafe
+
+    def counting(callback: Callable[..., object], *args: Any, **kwargs: Any) -> Any:
+        calls.append(callback)
+        return original(callback, *args, **kwargs)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
+
+    def stop() -> int:
+        del loop.call_soon_threadsafe  # back to the class's method
+        return len(calls)
+
+    return stop
+
+
+def _hold() -> tuple[threading.Event, threading.Event, Callable[[Unit], bool]]:
+    """A unit that holds its thread until ``gate`` is set; ``entered`` says it runs."""
+    gate, entered = threading.Event(), threading.Event()
+
+    def hold(unit: Unit) -> bool:
+        entered.set()
+        return gate.wait(5)
+
+    return gate, entered, hold
+
+
+def test_a_batch_wakes_each_event_loop_once_in_order(tmp_path: Path) -> None:
+    """All the results of one write batch reach an event loop with ONE call_soon_threadsafe,
+    in the batch's order; a second loop (another thread) gets its own one; a thread's
+    ``submit`` future in the same batch is resolved as before."""
+
+    async def main() -> None:
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
+        await db.start()
+        try:
+            gate, entered, hold = _hold()
+            blocker = db.submit(hold, write=True)  # a batch of its own
+            assert await asyncio.to_thread(entered.wait, 5)
+
+            queued = threading.Event()
+            other: dict[str, Any] = {}
+
+            def other_loop() -> None:
+                async def writers() -> None:
+                    stop = _count_wakeups(asyncio.get_running_loop())
+                    tasks = [asyncio.create_task(db.write(_insert(f"o{n}", n))) for n in range(3)]
+                    await asyncio.sleep(0)  # each task has queued its unit
+                    queued.set()
+                    other["results"] = await asyncio.gather(*tasks)
+                    other["wakeups"] = stop()
+
+                asyncio.run(writers())
+
+            thread = threading.Thread(target=other_loop)
+            thread.start()
+            assert await asyncio.to_thread(queued.wait, 5)
+
+            finished: list[int] = []
+
+            async def write(n: int) -> int:
+                value: int = await db.write(_insert(f"m{n}", n))
+                finished.append(n)
+                return value
+
+            tasks = [asyncio.create_task(write(n)) for n in range(20)]
+            await asyncio.sleep(0)  # every task has queued its unit
+            from_thread = db.submit(_insert("sync", 99), write=True)
+            before = db.stats
+            stop = _count_wakeups(asyncio.get_running_loop())
+            gate.set()
+            assert await asyncio.gather(*tasks) == list(range(20))
+            assert stop() == 1  # 20 results, one wake-up
+            assert finished == list(range(20))  # resolved in the batch's order
+            await asyncio.to_thread(thread.join, 5)
+            assert other == {"results": [0, 1, 2], "wakeups": 1}
+            assert from_thread.result(timeout=5) == 99
+            assert await asyncio.wrap_future(blocker)
+            after = db.stats
+            assert after.commits - before.commits == 2  # the blocker's batch, then this one
+            assert after.write_units - before.write_units == 1 + 3 + 20 + 1
+        finally:
+            await db.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("hold", [60.0, 0.0])
+def test_reads_waiting_together_wake_the_loop_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hold: float
+) -> None:
+    """The reads waiting together go out in one wake-up; READ_HOLD bounds how long the reader
+    holds finished results (0: each read's result goes out on its own)."""
+    monkeypatch.setattr(db_module, "READ_HOLD", hold)
+
+    async def main() -> None:
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
+        await db.start()
+        try:
+            await db.write(_insert("a", 1))
+            gate, entered, block = _hold()
+            blocker = db.submit(block, write=False)  # holds the reader thread
+            assert await asyncio.to_thread(entered.wait, 5)
+            tasks = [asyncio.create_task(db.read(_count)) for _ in range(10)]
+            await asyncio.sleep(0)
+            stop = _count_wakeups(asyncio.get_running_loop())
+            gate.set()
+            assert await asyncio.gather(*tasks) == [1] * 10
+            assert stop() == (1 if hold else 10)
+            assert await asyncio.wrap_future(blocker)
+        finally:
+            await db.close()
+
+    asyncio.run(main())
+
+
+def test_cancelled_callers_do_not_break_later_units(tmp_path: Path) -> None:
+    """A caller cancelled before its unit ran: the unit is skipped. One cancelled while its
+    unit runs: the unit commits, its result is dropped. Either way the units after it in the
+    batch, and later batches, get their results, and the loop reports no error."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        errors: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
+        await db.start()
+        try:
+            gate, entered, hold = _hold()
+            blocker = db.submit(hold, write=True)
+            assert await asyncio.to_thread(entered.wait, 5)
+            slow_gate, slow_entered = threading.Event(), threading.Event()
+
+            def slow(unit: Unit) -> str:
+                unit.conn.execute("INSERT INTO t VALUES ('slow', 2)")
+                slow_entered.set()
+                slow_gate.wait(5)
+                return "slow"
+
+            skipped = asyncio.create_task(db.write(_insert("skipped", 1)))
+            running = asyncio.create_task(db.write(slow))
+            after = asyncio.create_task(db.write(_insert("after", 3)))
+            await asyncio.sleep(0)  # all three queued, in one batch behind the blocker
+            skipped.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await skipped
+            before = db.stats
+            gate.set()
+            assert await asyncio.to_thread(slow_entered.wait, 5)
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            slow_gate.set()
+            assert await after == 3
+            assert await db.write(_insert("later", 4)) == 4
+
+            # The same on the reader thread.
+            read_gate, read_entered, read_hold = _hold()
+            read_blocker = db.submit(read_hold, write=False)
+            assert await asyncio.to_thread(read_entered.wait, 5)
+            ran: list[str] = []
+            cancelled_read = asyncio.create_task(db.read(lambda u: ran.append("cancelled")))
+            later_read = asyncio.create_task(db.read(_count))
+            await asyncio.sleep(0)
+            cancelled_read.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled_read
+            read_gate.set()
+            assert await later_read == 3  # slow, after, later
+            assert ran == []  # skipped
+
+            assert await asyncio.wrap_future(blocker) and await asyncio.wrap_future(read_blocker)
+            rows = await db.read(lambda u: u.conn.execute("SELECT k FROM t ORDER BY k").fetchall())
+            assert rows == [("after",), ("later",), ("slow",)]
+            # blocker, slow, after, later ran; 'skipped' did not
+            assert db.stats.write_units - before.write_units == 4
+            assert errors == []
+        finally:
+            await db.close()
+
+    asyncio.run(main())
+
+
+def _raising(exc: BaseException) -> Callable[[Unit], None]:
+    def work(unit: Unit) -> None:
+        raise exc
+
+    return work
+
+
+def _stop_iteration(unit: Unit) -> None:
+    raise StopIteration("from a unit")
+
+
+def test_exceptions_arrive_translated_from_a_batch(tmp_path: Path) -> None:
+    """Each unit of one batch (and each read) gets its own exception, translated into the one
+    error tree (CONVENTIONS.md §7) as before; the other units still get their results."""
+
+    async def main() -> None:
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
+        await db.start()
+        try:
+            await db.write(_insert("a", 1))
+            mine = StoreError("raised by the unit")
+            value_error = ValueError("not a store error")
+            gate, entered, hold = _hold()
+            blocker = db.submit(hold, write=True)
+            assert await asyncio.to_thread(entered.wait, 5)
+            units: list[Callable[[Unit], Any]] = [
+                _insert("a", 2),  # IntegrityError
+                lambda u: u.conn.execute("INSERT INTO missing VALUES (1)"),  # OperationalError
+                _raising(value_error),
+                _insert("b", 2),
+                _raising(mine),
+                _stop_iteration,
+            ]
+            tasks = [asyncio.create_task(db.write(unit)) for unit in units]
+            await asyncio.sleep(0)
+            gate.set()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            assert await asyncio.wrap_future(blocker)
+            integrity, operational, plain, ok, own, stop = outcomes
+            assert type(integrity) is StoreError and "UNIQUE" in str(integrity)
+            assert type(operational) is TemporaryStoreError and operational.temporary
+            assert plain is value_error
+            assert ok == 2
+            assert own is mine
+            # A future refuses StopIteration: it comes as RuntimeError, caused by it.
+            assert type(stop) is RuntimeError and isinstance(stop.__cause__, StopIteration)
+
+            # Reads, on the reader thread.
+            with pytest.raises(TemporaryStoreError):  # query_only: writing is refused
+                await db.read(_insert("c", 3))
+            with pytest.raises(TemporaryStoreError):
+                await db.read(lambda u: u.conn.execute("SELECT * FROM missing").fetchall())
+            with pytest.raises(ValueError) as info:
+                await db.read(_raising(value_error))
+            assert info.value is value_error
+            with pytest.raises(RuntimeError):
+                await db.read(_stop_iteration)
+            assert await db.read(_count) == 2
         finally:
             await db.close()
 

@@ -12,14 +12,25 @@ statement). The thread drains every unit waiting in its queue and runs
   ``on_commit`` hooks run, then the ``epilogue`` (outside any transaction, still on the
   thread: serial with every unit), then their futures are resolved.
 
+Results reach an event loop in one hop per batch: ``write``/``read`` wait on an
+``asyncio.Future`` of the calling loop, and the thread hands a batch's results to each loop
+with ONE ``call_soon_threadsafe`` (one self-pipe write, one wake-up), not one per unit; the
+callback resolves them in the batch's order. ``submit`` (threads, no loop needed) returns a
+``concurrent.futures.Future``, resolved on the thread as before. A caller cancelled before its
+unit started never runs it (the thread checks a flag that ``write``/``read`` set when their
+wait is cancelled); one cancelled while its unit runs has its result dropped, the unit
+committed or not like any other.
+
 So N concurrent writers cost about one fsync per batch instead of one each ("group commit"):
 whatever is queued while a COMMIT's fsync runs forms the next batch. ``stats`` counts commits
 and units so tests can check that batching really happens.
 
 Read units run on a second thread with its own connection (WAL lets readers run beside the
 writer), each in one read transaction: a consistent snapshot of committed data, which a read
-never waits for the writer's fsync to get. A write that returned is visible to every read
-submitted after it (its COMMIT came first). The reader's connection is ``query_only``.
+never waits for the writer's fsync to get. The reads waiting together form a batch too, whose
+results go out together (at least every ``READ_HOLD``). A write that returned is visible to
+every read submitted after it (its COMMIT came first). The reader's connection is
+``query_only``.
 *Point lookups* (``lookup``: an account, an alias, a Sieve script by key) run the same way
 on the calling thread's own connection, without the hop to the reader thread.
 
@@ -44,6 +55,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +69,7 @@ T = TypeVar("T")
 Hook = Callable[[], None]
 
 MAX_BATCH = 512  # units per transaction; bounds the latency a batch adds to its first unit
+READ_HOLD = 0.001  # seconds the reader may hold finished results, to send them together
 CHECKPOINT_BYTES = 8 << 20  # WAL size that wakes the checkpoint thread
 BACKSTOP_PAGES = 16384  # the writer checkpoints itself past this many WAL pages (64 MiB)
 
@@ -87,11 +100,84 @@ class CommitStats:
     failed_units: int
 
 
-@dataclass(slots=True)
 class _Job:
-    work: Callable[[Unit], Any]
-    write: bool
-    future: concurrent.futures.Future[Any]
+    """One submitted unit and where its result goes: a concurrent future (``submit``) or an
+    asyncio future of ``loop`` (``write``/``read``), never both."""
+
+    __slots__ = ("cancelled", "future", "loop", "waiter", "work", "write")
+
+    def __init__(
+        self,
+        work: Callable[[Unit], Any],
+        *,
+        write: bool,
+        future: concurrent.futures.Future[Any] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        waiter: asyncio.Future[Any] | None = None,
+    ) -> None:
+        self.work = work
+        self.write = write
+        self.future = future
+        self.loop = loop
+        self.waiter = waiter
+        # Set on the loop's thread when the caller's wait is cancelled; read by the database
+        # thread (one attribute store and load: atomic under the GIL).
+        self.cancelled = False
+
+    def start(self) -> bool:
+        """True if the unit should run: its caller has not been cancelled."""
+        if self.future is not None:
+            return self.future.set_running_or_notify_cancel()
+        return not self.cancelled
+
+
+_Outcome = tuple[asyncio.Future[Any], bool, Any]  # waiter, ok, result or exception
+
+
+class _Results:
+    """The results of one batch, delivered once it is over: concurrent futures at once on the
+    thread, asyncio futures with one ``call_soon_threadsafe`` per event loop."""
+
+    __slots__ = ("_by_loop",)
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+
+    def add(self, job: _Job, ok: bool, value: Any) -> None:
+        if job.future is not None:
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+            return
+        assert job.loop is not None and job.waiter is not None
+        outcomes = self._by_loop.get(job.loop)
+        if outcomes is None:
+            outcomes = self._by_loop[job.loop] = []
+        outcomes.append((job.waiter, ok, value))
+
+    def deliver(self) -> None:
+        by_loop, self._by_loop = self._by_loop, {}
+        for loop, outcomes in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, outcomes)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+
+def _resolve(outcomes: list[_Outcome]) -> None:
+    """On the callers' event loop: resolve the waiters of one batch, in the batch's order."""
+    for waiter, ok, value in outcomes:
+        if waiter.done():  # its caller was cancelled meanwhile: the result is dropped
+            continue
+        if ok:
+            waiter.set_result(value)
+        elif isinstance(value, StopIteration):  # a future refuses it (TypeError)
+            error = RuntimeError(f"unit of work raised StopIteration: {value!r}")
+            error.__cause__ = value
+            waiter.set_exception(error)
+        else:
+            waiter.set_exception(value)
 
 
 _STOP = object()
@@ -205,16 +291,32 @@ class Database:
         if self._closed:
             raise StoreError("the store is closed")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        (self._queue if write or not self._helpers else self._reads).put(_Job(work, write, future))
+        (self._queue if write or not self._helpers else self._reads).put(
+            _Job(work, write=write, future=future)
+        )
         return future
 
     async def write(self, work: Callable[[Unit], T]) -> T:
         """Run a mutating unit; returns once its transaction is committed (durable)."""
-        return await asyncio.wrap_future(self.submit(work, write=True))
+        return await self._run(work, write=True)
 
     async def read(self, work: Callable[[Unit], T]) -> T:
         """Run a read-only unit (it must not write)."""
-        return await asyncio.wrap_future(self.submit(work, write=False))
+        return await self._run(work, write=False)
+
+    async def _run(self, work: Callable[[Unit], T], *, write: bool) -> T:
+        """Queue one unit with an asyncio future of this loop, resolved with its batch."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+        job = _Job(work, write=write, loop=loop, waiter=waiter)
+        (self._queue if write or not self._helpers else self._reads).put(job)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            job.cancelled = True  # not started yet: the thread skips it
+            raise
 
     async def lookup(self, work: Callable[[Unit], T], *, snapshot: bool = True) -> T:
         """Run a read-only *point lookup* (a few indexed rows) right here, on the calling
@@ -297,15 +399,41 @@ class Database:
             opened.set_exception(translate_error(exc))
             return
         opened.set_result(None)
+        results = _Results()
         try:
             while True:
-                job = self._reads.get()
-                if job is _STOP:
+                # The reads waiting now form a batch whose results go out together, or every
+                # READ_HOLD while it runs: a result waits for that and the read running then.
+                jobs, stop = self._drain(self._reads)
+                held = time.perf_counter()
+                for job in jobs:
+                    self._run_read(conn, job, results)
+                    now = time.perf_counter()
+                    if now - held >= READ_HOLD:
+                        results.deliver()
+                        held = now
+                results.deliver()
+                if stop:
                     return
-                assert isinstance(job, _Job)
-                self._run_read(conn, job)
         finally:
             conn.close()
+
+    @staticmethod
+    def _drain(jobs: queue.SimpleQueue[_Job | object]) -> tuple[list[_Job], bool]:
+        """Wait for one job, then take those already waiting (up to ``MAX_BATCH``); True
+        when the stop marker came (it is the last: ``close`` queues it after every job)."""
+        batch: list[_Job] = []
+        item = jobs.get()
+        while item is not _STOP:
+            assert isinstance(item, _Job)
+            batch.append(item)
+            if len(batch) >= MAX_BATCH:
+                return batch, False
+            try:
+                item = jobs.get_nowait()
+            except queue.Empty:
+                return batch, False
+        return batch, True
 
     def _checkpoint_main(self, opened: concurrent.futures.Future[None]) -> None:
         try:
@@ -337,32 +465,21 @@ class Database:
             self._checkpoints.put(None)
 
     def _loop(self, conn: sqlite3.Connection) -> None:
+        results = _Results()
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch: list[_Job] = [first]  # type: ignore[list-item]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)  # type: ignore[arg-type]
+            batch, stop = self._drain(self._queue)
             for job in batch:
                 if not job.write:  # submitted before the reader thread started
-                    self._run_read(conn, job)
+                    self._run_read(conn, job, results)
             writes = [job for job in batch if job.write]
             if writes:
-                self._run_writes(conn, writes)
+                self._run_writes(conn, writes, results)
+            results.deliver()
             if stop:
                 return
 
-    def _run_read(self, conn: sqlite3.Connection, job: _Job) -> None:
-        if not job.future.set_running_or_notify_cancel():
+    def _run_read(self, conn: sqlite3.Connection, job: _Job, results: _Results) -> None:
+        if not job.start():
             return
         self._read_units += 1
         unit = Unit(conn, self._clock.now())
@@ -373,15 +490,15 @@ class Database:
             finally:
                 conn.execute("COMMIT")  # ends the read transaction (nothing to write)
         except BaseException as exc:
-            job.future.set_exception(translate_error(exc))
+            results.add(job, False, translate_error(exc))
         else:
-            job.future.set_result(value)
+            results.add(job, True, value)
 
-    def _run_writes(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+    def _run_writes(self, conn: sqlite3.Connection, jobs: list[_Job], results: _Results) -> None:
         done: list[tuple[_Job, Unit, bool, Any]] = []  # job, unit, ok, result or exception
         in_tx = False
         for job in jobs:
-            if not job.future.set_running_or_notify_cancel():
+            if not job.start():
                 continue
             unit = Unit(conn, self._clock.now())
             try:
@@ -433,7 +550,7 @@ class Database:
                 self._abandon(conn, done, exc)
             else:
                 self._maybe_checkpoint()
-        self._finish(conn, done)
+        self._finish(conn, done, results)
 
     def _abandon(
         self, conn: sqlite3.Connection, done: list[tuple[_Job, Unit, bool, Any]], exc: BaseException
@@ -451,7 +568,14 @@ class Database:
                 done[i] = (job, unit, False, failure)
         return False
 
-    def _finish(self, conn: sqlite3.Connection, done: list[tuple[_Job, Unit, bool, Any]]) -> None:
+    def _finish(
+        self,
+        conn: sqlite3.Connection,
+        done: list[tuple[_Job, Unit, bool, Any]],
+        results: _Results,
+    ) -> None:
+        """Count the units, run the hooks and the epilogue, then pass the results to
+        ``results`` (``_loop`` delivers them: hooks and epilogue have run by then)."""
         for _job, unit, ok, _value in done:
             if ok:
                 self._write_units += 1
@@ -462,10 +586,7 @@ class Database:
         if self._epilogue is not None:
             self._run_hook(functools.partial(self._epilogue, conn))
         for job, _unit, ok, value in done:
-            if ok:
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(value)
+            results.add(job, ok, value)
 
     @staticmethod
     def _run_hook(hook: Hook) -> None:
