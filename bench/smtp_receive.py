@@ -32,6 +32,7 @@ import shutil
 import signal
 import smtplib
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -257,8 +258,8 @@ def _work_behind(data: Path) -> int:
     return int(pending) + sum(not (blobs / b[:2] / b[2:4] / b).exists() for b in journal)
 
 
-def hato_run(work: Path, *, count: int, size: int, workers: int) -> HatoRun:
-    data = work / f"hato-{size}"
+def hato_run(work: Path, *, count: int, size: int, workers: int, tag: str = "") -> HatoRun:
+    data = work / f"hato-{size}{tag}"
     server = Hato(data, workers=workers)
     try:
         smtp_source(server.port, count=10, size=size)  # warm up (imports, first fsyncs)
@@ -320,11 +321,11 @@ def hato_only(work: Path, *, count: int, size: int, profile: Path | None, worker
 
 
 # -- Postfix delivering to Maildir --------------------------------------------------------------
-def postfix_run(work: Path, *, count: int, size: int) -> float:
+def postfix_run(work: Path, *, count: int, size: int, tag: str = "") -> float:
     from postfixkit import PostfixInstance
 
     user = pwd.getpwnam("postfix")
-    base = work / f"postfix-{size}"
+    base = work / f"postfix-{size}{tag}"
     mail = base / "mail"
     postfix = PostfixInstance(
         base,
@@ -391,9 +392,11 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=os.cpu_count() or 1,
-        help="[smtp] workers for Hato (default: the number of CPUs; 0: in-process)",
+        default=max(1, (os.cpu_count() or 2) - 1),
+        help="[smtp] workers for Hato (default: one per CPU but one, which the main process "
+        "uses; 0: sessions in the main process)",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating Hato/Postfix runs")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -408,23 +411,34 @@ def main() -> None:
             return
         rows = []
         for label, size, count in (("1 KB", 1024, args.small), ("100 KB", 102_400, args.large)):
-            hato = hato_run(work, count=count, size=size, workers=args.workers)
-            postfix = postfix_run(work, count=count, size=size)
-            rows.append((label, count, hato, postfix))
+            for round_ in range(1, args.rounds + 1):  # alternating: the machine's state drifts
+                tag = f"-{round_}"
+                hato = hato_run(work, count=count, size=size, workers=args.workers, tag=tag)
+                postfix = postfix_run(work, count=count, size=size, tag=tag)
+                rows.append((label, round_, count, hato, postfix))
         baseline, growth, seconds = hato_peak_rss(work, workers=args.workers)
     print(
         f"smtp-source -d -s {SESSIONS}, one recipient, {os.cpu_count()} CPUs, "
-        f"Hato with [smtp] workers = {args.workers}\n"
+        f"Hato with [smtp] workers = {args.workers}, {args.rounds} alternating rounds\n"
     )
     print(
-        "| message size | messages | Hato msg/s | Postfix msg/s | Hato / Postfix "
+        "| message size | round | messages | Hato msg/s | Postfix msg/s | Hato / Postfix "
         "| Hato CPU ms/msg | after the run: index and files caught up |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for label, count, hato, postfix in rows:
+    print("|---|---|---|---|---|---|---|---|")
+    for label, round_, count, hato, postfix in rows:
         print(
-            f"| {label} | {count} | {hato.rate:.0f} | {postfix:.0f} | {hato.rate / postfix:.2f}× "
-            f"| {hato.cpu_ms:.2f} | {hato.behind_s:.1f} s, {hato.behind_cpu_ms:.2f} CPU ms/msg |"
+            f"| {label} | {round_} | {count} | {hato.rate:.0f} | {postfix:.0f} "
+            f"| {hato.rate / postfix:.2f}× | {hato.cpu_ms:.2f} "
+            f"| {hato.behind_s:.1f} s, {hato.behind_cpu_ms:.2f} CPU ms/msg |"
+        )
+    for label in ("1 KB", "100 KB"):
+        mine = [r for r in rows if r[0] == label]
+        ratios = sorted(h.rate / p for _l, _r, _c, h, p in mine)
+        print(
+            f"| {label} | median | | {statistics.median(h.rate for *_, h, _p in mine):.0f} "
+            f"| {statistics.median(p for *_, p in mine):.0f} "
+            f"| **{statistics.median(ratios):.2f}×** (min {ratios[0]:.2f}×) | | |"
         )
     print(
         f"\nHato peak RSS while receiving one 50 MB message: baseline {baseline / 1024:.1f} MiB,"
