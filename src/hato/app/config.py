@@ -172,8 +172,8 @@ class SmtpConfig:
         Count(minimum=0),
         doc="Worker processes that run the sessions of the MX listeners, so that receiving "
         "uses several CPU cores; each connection goes to the least busy one, and the main "
-        "process still stores every message (0: sessions run in the main process). The "
-        "number of CPU cores is a good value on a busy MX.",
+        "process still stores every message (0: sessions run in the main process). On a "
+        "busy MX, one per CPU core but one (which the main process uses) is a good value.",
     )
     max_connections: int = setting(
         500, Count(minimum=1), doc="Simultaneous SMTP connections over all listeners."

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import importlib
 import json
@@ -30,7 +31,7 @@ from typing import Any
 
 from hato.core import log
 from hato.outbound.settings import OutboundSettings
-from hato.servers.smtp import SmtpService
+from hato.servers.smtp import SmtpListener, SmtpService
 from hato.servers.worker_rpc import Channel
 from hato.store.remote import RemoteBlobStore, RemoteStore
 
@@ -58,6 +59,7 @@ class Worker:
         self.done = asyncio.Event()
         self.stopped = False  # the main process asked us to stop, and the sessions are over
         self.channel: Channel | None = None
+        self._specs: dict[tuple[SmtpListener, int], SmtpListener] = {}
 
     async def handle(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], extra: Any
@@ -69,6 +71,22 @@ class Worker:
             self.done.set()
             return None
         raise ValueError(f"unknown call {name!r}")
+
+    def _bound(self, spec: SmtpListener, sock: socket.socket) -> SmtpListener:
+        """The listener with the port it is bound to (a configured port 0 is chosen by the
+        system in the main process): what the session logs and writes in trace fields."""
+        try:
+            port = int(sock.getsockname()[1])
+        except (OSError, IndexError):
+            return spec
+        if port == spec.listener.port:
+            return spec
+        key = (spec, port)
+        bound = self._specs.get(key)
+        if bound is None:
+            listener = dataclasses.replace(spec.listener, port=port)
+            bound = self._specs[key] = dataclasses.replace(spec, listener=listener)
+        return bound
 
     def on_ctrl(self) -> None:
         assert self.service is not None and self.channel is not None
@@ -90,6 +108,7 @@ class Worker:
             spec = self.service.settings.listeners[int(header["listener"])]
             channel = self.channel
             sock = socket.socket(fileno=fds[0])
+            spec = self._bound(spec, sock)
             for extra_fd in fds[1:]:
                 os.close(extra_fd)
             asyncio.get_running_loop().create_task(
