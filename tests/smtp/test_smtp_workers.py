@@ -213,3 +213,25 @@ async def test_stop_ends_the_workers(tmp_path: Path) -> None:
             os.kill(pid, 0)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+@sync
+async def test_no_worker_running_means_421_not_a_silent_close(tmp_path: Path) -> None:
+    async with running(tmp_path, workers=1) as hato:
+        (victim,) = hato.pool.worker_pids
+        os.kill(victim, signal.SIGKILL)
+        for _ in range(100):  # the main process sees the channel close
+            await asyncio.sleep(0.01)
+            if not hato.pool.worker_pids:
+                break
+        else:
+            pytest.fail("the dead worker was not noticed")
+        sock = socket.create_connection(("127.0.0.1", hato.port))
+        reply = await asyncio.to_thread(sock.recv, 512)
+        sock.close()
+        assert reply.startswith(b"421 4.3.2 ")  # RFC 5321 §3.8, RFC 3463 X.3.2
+        for _ in range(200):  # then the replacement serves
+            await asyncio.sleep(0.05)
+            if hato.pool.worker_pids:
+                break
+        assert await hato.send("alice@example.test", b"Subject: back\r\n\r\nok\r\n") == {}

@@ -43,12 +43,14 @@ from typing import Any
 
 from hato.core import log
 from hato.core.errors import ListenError, StoreError
+from hato.core.reply import Reply
 from hato.servers.base import TlsMode
 from hato.servers.smtp import TOO_MANY_CONNECTIONS, OutboundQueue, SmtpSettings
 from hato.servers.worker_rpc import Channel
 from hato.store.api import MailStore
 from hato.store.remote import Shipment
 
+NO_WORKER = Reply(421, "4.3.2", "Service not available, try again later")  # RFC 3463 X.3.2
 _START_TIMEOUT = 60.0  # a worker imports Hato and builds its service within this
 _RESTART_DELAY = 1.0
 _ACCEPTS_PER_WAKE = 64
@@ -148,7 +150,12 @@ class SmtpWorkerPool:
 
     @property
     def worker_pids(self) -> list[int]:
-        return [w.process.pid for w in self._workers if w is not None and not w.gone]
+        """The workers serving now (started and not gone)."""
+        return [
+            w.process.pid
+            for w in self._workers
+            if w is not None and not w.gone and w.ready.is_set()
+        ]
 
     async def start(self) -> None:
         for index, spec in enumerate(self.settings.listeners):
@@ -289,6 +296,11 @@ class SmtpWorkerPool:
         limits = self.settings
         workers = [w for w in self._workers if w is not None and not w.gone and w.ready.is_set()]
         if self._stopping or not workers:
+            # RFC 5321 §3.8: 421 when the service is not available (a worker being restarted)
+            log.event("smtp.connection.refused", remote_ip=ip, reason="no worker")
+            with contextlib.suppress(OSError):
+                conn.setblocking(False)
+                conn.send(NO_WORKER.to_bytes())
             return
         if (
             self._total >= limits.max_connections
@@ -382,5 +394,5 @@ class SmtpWorkerPool:
 
         await asyncio.gather(*(stop_one(w) for w in live))
         for worker in self._workers:
-            if worker is not None and not worker.ctrl._closed:  # type: ignore[attr-defined]
+            if worker is not None and worker.ctrl.fileno() != -1:
                 worker.ctrl.close()
