@@ -14,6 +14,7 @@ import pytest
 from hato.core.clock import FixedClock
 from hato.core.errors import StoreError, TemporaryStoreError
 from hato.store.sqlite import db as db_module
+from hato.store.sqlite import messages
 from hato.store.sqlite.db import Database, Unit
 
 
@@ -547,6 +548,119 @@ def test_exceptions_arrive_translated_from_a_batch(tmp_path: Path) -> None:
             with pytest.raises(RuntimeError):
                 await db.read(_stop_iteration)
             assert await db.read(_count) == 2
+        finally:
+            await db.close()
+
+    asyncio.run(main())
+
+
+# -- the connection's shared memo: the EMAILID block allocator (messages.next_email_id) -------
+def _meta_setup(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) "
+        "WITHOUT ROWID"
+    )
+    conn.execute("CREATE TABLE IF NOT EXISTS used (email_id INTEGER PRIMARY KEY)")
+
+
+def _id_unit(kind: str) -> Callable[[Unit], int]:
+    """A unit that takes an EMAILID and stores it; ``fail``: then raises (rolled back to its
+    savepoint, or the whole transaction when it is the first); ``abort``: rolls the whole
+    transaction back first (as SQLite does on disk full) and raises."""
+
+    def work(unit: Unit) -> int:
+        email_id = messages.next_email_id(unit)
+        unit.conn.execute("INSERT INTO used VALUES (?)", (email_id,))
+        if kind == "abort":
+            unit.conn.execute("ROLLBACK")
+        if kind != "ok":
+            raise ValueError(kind)
+        return email_id
+
+    return work
+
+
+async def _id_batch(db: Database, kinds: list[str]) -> list[int | None]:
+    """Run one unit per kind, all in one batch; the EMAILIDs of those that committed."""
+    gate, entered = threading.Event(), threading.Event()
+
+    def hold(unit: Unit) -> bool:
+        entered.set()
+        return gate.wait(5)
+
+    blocker = db.submit(hold, write=True)
+    assert await asyncio.to_thread(entered.wait, 5)
+    futures = [db.submit(_id_unit(kind), write=True) for kind in kinds]
+    before = db.stats.commits
+    gate.set()
+    assert await asyncio.wrap_future(blocker)
+    out: list[int | None] = []
+    for future in futures:
+        try:
+            email_id = await asyncio.wrap_future(future)
+        except (ValueError, TemporaryStoreError):
+            out.append(None)
+        else:
+            out.append(email_id)
+    assert db.stats.commits - before >= 1
+    return out
+
+
+def _meta(unit: Unit) -> int:
+    return int(unit.conn.execute("SELECT value FROM meta WHERE key = 'email_id'").fetchone()[0])
+
+
+def test_email_id_blocks_survive_rolled_back_units_and_transactions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 8474 §5.1: an EMAILID is never reused. Ids come from a block reserved in meta
+    (here 3 at a time); a block whose reservation was rolled back (its unit failed, or its
+    whole transaction) is never trusted, and a reopened database starts above meta."""
+    monkeypatch.setattr(messages, "EMAIL_ID_BLOCK", 3)
+    seen: list[int] = []
+
+    async def session(batches: list[tuple[list[str], list[int | None]]]) -> int:
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_meta_setup)
+        await db.start()
+        try:
+            for kinds, expected in batches:
+                got = await _id_batch(db, kinds)
+                assert got == expected, kinds
+                seen.extend(i for i in got if i is not None)
+            stored = await db.read(
+                lambda u: [r[0] for r in u.conn.execute("SELECT email_id FROM used")])
+            assert sorted(stored) == sorted(seen)  # what the units returned is what committed
+            return await db.read(_meta)
+        finally:
+            await db.close()
+
+    meta = asyncio.run(session([
+        # [1..3] reserved by the first unit; the unit reserving [4..6] fails: its reservation
+        # is rolled back, the next unit reserves [4..6] again and the one after uses it.
+        (["ok", "ok", "ok", "fail", "ok", "ok"], [1, 2, 3, None, 4, 5]),
+        (["ok"], [6]),
+        # the first unit of a transaction reserves [7..9] and fails: all of it rolled back
+        (["fail", "ok"], [None, 7]),
+        # a whole transaction rolled back, with the reservation of [10..12] in it
+        (["ok", "ok", "ok", "abort"], [None, None, None, None]),
+        (["ok"], [10]),
+    ]))
+    assert meta == 12  # one reservation per block, not one statement per id
+    assert max(seen) <= meta  # every committed id is covered by a committed reservation
+    assert seen == sorted(set(seen))  # unique and increasing in commit order
+    # A new database thread (a restart) trusts nothing in memory: it starts above meta.
+    meta = asyncio.run(session([(["ok", "ok", "ok", "ok"], [13, 14, 15, 16])]))
+    assert meta == 18 and seen == sorted(set(seen))
+
+
+def test_shared_memo_belongs_to_the_write_units(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
+        await db.start()
+        try:
+            first = await db.write(lambda u: u.shared)
+            assert await db.write(lambda u: u.shared) is first
+            assert await db.read(lambda u: u.shared) is not first  # another connection
         finally:
             await db.close()
 

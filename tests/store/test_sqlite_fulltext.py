@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from hato.core.clock import FixedClock
 from hato.store.fulltext import TextScope
 from hato.store.model import DeliveryTarget
 from hato.store.sqlite import SqliteStore, open_store, textindex
+from hato.store.sqlite.db import Unit
 
 BODY = TextScope.BODY
 
@@ -57,6 +59,63 @@ def test_one_document_per_blob_shared_by_copies(tmp_path: Path) -> None:
             assert docs(store) == [(ref.id, textindex.INDEXED)]  # the Trash copy remains
             await store.delete_mailbox(acc.id, "Trash")
             assert docs(store) == [] and fts_rows(store) == 0
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_each_blob_gets_its_document_once_whatever_stores_it(tmp_path: Path) -> None:
+    """The unit that first stores a blob creates its pending document (and asks for the
+    indexer); copies and redeliveries of the same content, in one batch or later, pending or
+    indexed, leave it as it is; the indexer finds every pending document."""
+
+    def stored_pending(blob_id: str) -> Callable[[Unit], bool]:
+        def work(unit: Unit) -> bool:
+            textindex.stored(unit, blob_id)
+            return bool(unit.memo.get(textindex.PENDING_KEY))
+
+        return work
+
+    async def main() -> None:
+        store = await open_store(tmp_path / "data", clock=FixedClock())
+        try:
+            await store._indexer.stop()  # indexed below, by the test itself
+            acc = await account(store)
+            inbox = await inbox_id(store, acc.id)
+            data = mail("the same content")
+            refs = [await put_blob(store, data) for _ in range(5)]
+            ref = refs[0]
+            assert {r.id for r in refs} == {ref.id}
+            both = [DeliveryTarget(acc.id), DeliveryTarget(acc.id, "Archive")]
+            await asyncio.gather(*(store.deliver(r, both) for r in refs[:4]),
+                                 store.append(inbox, refs[4]))  # together: group-committed
+            assert docs(store) == [(ref.id, textindex.PENDING)] and fts_rows(store) == 0
+            other = await put_blob(store, mail("other content"))
+            await store.deliver(other, [DeliveryTarget(acc.id)])
+            assert sorted(docs(store)) == sorted(
+                [(ref.id, textindex.PENDING), (other.id, textindex.PENDING)])
+            assert not await store._write(stored_pending(ref.id))  # known: nothing to index
+            assert await store.fulltext_unindexed() == 2
+            assert await store.index_pending() == 2  # the indexer finds both
+            assert await store.fulltext_unindexed() == 0 and fts_rows(store) == 2
+            await store.deliver(await put_blob(store, data), both)  # an indexed blob again
+            assert sorted(docs(store)) == sorted(
+                [(ref.id, textindex.INDEXED), (other.id, textindex.INDEXED)])
+            assert fts_rows(store) == 2 and await store.index_pending() == 0
+            # A new blob: pending, and the unit asks for the indexer.
+            fresh = await put_blob(store, mail("fresh content"))
+            assert await store._write(stored_pending(fresh.id))
+            # The text at hand (store_doc with a Prepared): only a new blob takes it.
+            known = textindex.prepare_blob(store.blobs.open, ref.id)
+            await store._write(lambda u: textindex.store_doc(u, ref.id, known))
+            assert fts_rows(store) == 2
+            ready = await put_blob(store, mail("text at hand"))
+            prepared = textindex.prepare_blob(store.blobs.open, ready.id)
+            await store._write(lambda u: textindex.store_doc(u, ready.id, prepared))
+            await store._write(lambda u: textindex.store_doc(u, ready.id, prepared))
+            assert dict(docs(store))[ready.id] == textindex.INDEXED and fts_rows(store) == 3
+            assert len(docs(store)) == 4
         finally:
             await store.close()
 

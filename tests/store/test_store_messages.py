@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-from storekit import account, inbox_id, message, put_blob, sha
+import asyncio
+from pathlib import Path
 
+import pytest
+from storekit import DOMAIN, Backend, account, inbox_id, message, put_blob, sha
+
+from hato.core.clock import FixedClock
 from hato.core.errors import Conflict, NotFound, QuotaExceeded, UsageError
 from hato.store.api import MailStore
 from hato.store.model import (
@@ -367,3 +371,74 @@ def test_snapshot_mailbox_matches_list_messages(run) -> None:
             await store.snapshot_mailbox(999_999)
 
     run(body)
+
+
+def test_email_ids_are_unique_increasing_and_never_reused(
+    backend: Backend, tmp_path: Path, clock: FixedClock
+) -> None:
+    """RFC 8474 §5.1: an EMAILID is never reused for a different message: not across
+    batches, not after failed deliveries, not after the message holding the highest one was
+    expunged and the store reopened."""
+    data = tmp_path / "data"
+    seen: list[int] = []  # every EMAILID handed out, in the order of the UIDs that got them
+
+    async def first() -> None:
+        store = await backend.open(data, clock)
+        try:
+            roomy = await account(store, "roomy")
+            tight = await account(store, "tight", quota_bytes=1000)
+            inbox = await inbox_id(store, roomy.id)
+            refs = [await put_blob(store, message(n)) for n in range(40)]  # 200 octets each
+            commits, _units = backend.commit_counts(store)
+            # Concurrent deliveries (group-committed together); once tight's quota is used
+            # up, those that include tight raise QuotaExceeded (rolled back inside the batch).
+            results = await asyncio.gather(*(
+                store.deliver(ref, [DeliveryTarget(roomy.id)] + (
+                    [DeliveryTarget(tight.id)] if n % 2 else []))
+                for n, ref in enumerate(refs)
+            ), return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            assert len(failed) == 15 and all(isinstance(r, QuotaExceeded) for r in failed)
+            assert backend.commit_counts(store)[0] - commits < 25  # batched, failures inside
+            for n in range(40, 50):  # one batch each
+                await store.deliver(await put_blob(store, message(n)), [DeliveryTarget(roomy.id)])
+            await store.append(inbox, await put_blob(store, message(50)))
+            stored = await store.list_messages(inbox)
+            assert len(stored) == 25 + 10 + 1
+            seen.extend(m.email_id for m in stored)
+            assert seen == sorted(set(seen))  # unique, increasing with the UIDs
+            tight_ids = {m.email_id for m in await store.list_messages(
+                await inbox_id(store, tight.id))}
+            assert len(tight_ids) == 5 and tight_ids <= set(seen)  # copies share theirs
+            trash = await store.get_mailbox(roomy.id, "Trash")
+            assert trash is not None
+            (copied,) = await store.copy(inbox, [stored[-1].uid], trash.id)
+            (copy,) = await store.get_messages(trash.id, [copied[1]])
+            assert copy.email_id == stored[-1].email_id  # RFC 8474 §5.1: COPY keeps it
+            # expunge every message holding the highest EMAILID
+            await store.expunge(inbox, [stored[-1].uid])
+            await store.expunge(trash.id, [copy.uid])
+        finally:
+            await store.close()
+
+    async def second() -> None:
+        store = await backend.open(data, clock)
+        try:
+            acc = await store.get_account(f"roomy@{DOMAIN}")
+            assert acc is not None
+            inbox = await inbox_id(store, acc.id)
+            known = {m.uid for m in await store.list_messages(inbox)}
+            for n in range(51, 54):
+                await store.deliver(await put_blob(store, message(n)), [DeliveryTarget(acc.id)])
+            await store.append(inbox, await put_blob(store, message(54)))
+            fresh = [m.email_id for m in await store.list_messages(inbox) if m.uid not in known]
+            assert len(fresh) == 4 and fresh == sorted(set(fresh))
+            assert min(fresh) > max(seen)  # nothing below an id handed out before
+            seen.extend(fresh)
+        finally:
+            await store.close()
+
+    asyncio.run(first())
+    asyncio.run(second())
+    asyncio.run(second())  # and again: every reopen starts above all ids ever handed out
+    assert seen == sorted(set(seen)) and len(seen) == 36 + 8

@@ -11,6 +11,9 @@ sessions are ended at once; none of their unacknowledged messages was acknowledg
 
 Leaves out: listening sockets of its own, anything but SMTP sessions.
 
+SIGINT and SIGTERM are ignored: sent to the whole process group (Ctrl-C, systemd), they would
+cut the sessions short that the main process lets finish when it stops.
+
 Security: inherits only the two socket pairs and the standard streams; logs go where the main
 process's go (standard error).
 """
@@ -25,6 +28,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -149,6 +153,10 @@ async def serve(ctrl_fd: int, rpc_fd: int) -> None:
 
 def main(argv: list[str]) -> None:
     ctrl_fd, rpc_fd = int(argv[1]), int(argv[2])
+    # Ctrl-C in a terminal or systemd's SIGTERM reach the whole process group: the main
+    # process stops us itself (after our sessions finish), or we exit when it is gone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     asyncio.run(serve(ctrl_fd, rpc_fd))
 
 

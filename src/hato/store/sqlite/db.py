@@ -79,14 +79,21 @@ BACKSTOP_PAGES = 32768  # the writer checkpoints itself past this many WAL pages
 
 
 class Unit:
-    """What one unit of work sees: the connection, the unit's time, hooks, and a scratch memo."""
+    """What one unit of work sees: the connection, the unit's time, hooks, a scratch memo,
+    and ``shared``: the memo of the connection, the same dict for every write unit of the
+    database thread until it closes (a fresh one elsewhere). What a unit keeps there must
+    stay right when the unit or its whole transaction is rolled back (e.g. the block of
+    EMAILIDs of ``messages.next_email_id``, trusted once an ``on_commit`` hook ran)."""
 
-    __slots__ = ("_on_commit", "conn", "memo", "now")
+    __slots__ = ("_on_commit", "conn", "memo", "now", "shared")
 
-    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, now: float, shared: dict[Any, Any] | None = None
+    ) -> None:
         self.conn = conn
         self.now = now
         self.memo: dict[Any, Any] = {}
+        self.shared: dict[Any, Any] = {} if shared is None else shared
         self._on_commit: list[Hook] = []
 
     def on_commit(self, hook: Hook) -> None:
@@ -222,6 +229,7 @@ class Database:
         self._thread: threading.Thread | None = None
         self._helpers: list[threading.Thread] = []  # the reader and the checkpointer
         self._conn: sqlite3.Connection | None = None
+        self._shared: dict[Any, Any] = {}  # Unit.shared of the write units (this connection)
         self._wal = path.with_name(path.name + "-wal")
         # Per-thread connections of ``lookup`` (each used by its thread only), closed at close.
         self._local = threading.local()
@@ -504,7 +512,7 @@ class Database:
         for job in jobs:
             if not job.start():
                 continue
-            unit = Unit(conn, self._clock.now())
+            unit = Unit(conn, self._clock.now(), self._shared)
             try:
                 alone = False  # the unit is all the transaction holds: no savepoint needed
                 if not in_tx:

@@ -166,15 +166,70 @@ def snapshot_mailbox(unit: Unit, mailbox_id: int) -> MailboxSnapshot:
     )
 
 
-# -- writing -----------------------------------------------------------------------------------
-def _next_email_id(unit: Unit) -> int:
-    row = unit.conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('email_id', 1) "
-        "ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value"
+# -- EMAILIDs ----------------------------------------------------------------------------------
+# RFC 8474 §5.1: an EMAILID is never reused for a different message, even after a crash or
+# after the message with the highest one was expunged. ``meta('email_id')`` holds the highest
+# id that may have been handed out; the database thread reserves ids from it a block at a time
+# (one UPSERT per EMAIL_ID_BLOCK messages instead of one per message) and hands them out of
+# memory. A restart starts from meta (up to a block of ids is skipped: gaps are allowed).
+EMAIL_ID_BLOCK = 1024
+_EMAIL_IDS = "email_ids"  # Unit.shared: the current block (_EmailIdBlock)
+_RESERVED = "email_id_block"  # Unit.memo: the block this unit reserved
+
+
+class _EmailIdBlock:
+    """Ids ``next`` .. ``last`` reserved by raising meta('email_id') to ``last``. Trusted
+    without a look at meta once the transaction that reserved it has committed."""
+
+    __slots__ = ("committed", "last", "next")
+
+    def __init__(self, first: int, last: int) -> None:
+        self.next = first
+        self.last = last
+        self.committed = False
+
+
+def next_email_id(unit: Unit) -> int:
+    """A fresh EMAILID (RFC 8474 §5.1), for every unit that stores a new message."""
+    block: _EmailIdBlock | None = unit.shared.get(_EMAIL_IDS)
+    if block is None or block.next > block.last or not _usable(unit, block):
+        block = _reserve(unit)
+    email_id = block.next
+    block.next += 1  # handed out even if this unit rolls back: a gap, never a reuse
+    return email_id
+
+
+def _usable(unit: Unit, block: _EmailIdBlock) -> bool:
+    """Whether the reservation of ``block`` holds in this unit's transaction. Committed, or
+    reserved by this very unit: yes. Otherwise it was reserved by an earlier unit of this
+    transaction (still there if that unit was not rolled back to its savepoint) or of one
+    that was rolled back (on a COMMIT failure, say): meta tells which. meta only moves here,
+    on this one writer connection: a rolled-back reservation leaves it below ``last``."""
+    if block.committed or unit.memo.get(_RESERVED) is block:
+        return True
+    row = unit.conn.execute("SELECT value FROM meta WHERE key = 'email_id'").fetchone()
+    return row is not None and int(row[0]) == block.last
+
+
+def _reserve(unit: Unit) -> _EmailIdBlock:
+    size = EMAIL_ID_BLOCK
+    (last,) = unit.conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('email_id', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = value + ? RETURNING value",
+        (size, size),
     ).fetchone()
-    return int(row[0])
+    block = _EmailIdBlock(int(last) - size + 1, int(last))
+    unit.shared[_EMAIL_IDS] = unit.memo[_RESERVED] = block
+    unit.on_commit(functools.partial(_committed, block))
+    return block
 
 
+def _committed(block: _EmailIdBlock) -> None:
+    """On the database thread after the COMMIT of the unit that reserved ``block``."""
+    block.committed = True
+
+
+# -- writing -----------------------------------------------------------------------------------
 def _insert(
     unit: Unit,
     mailbox: Mailbox,
@@ -233,7 +288,7 @@ def append(
     modseq = changes.charge_and_bump(unit, mailbox.account_id, size=blob.size, count=1)
     date = unit.now if internal_date is None else internal_date
     # RFC 8474 §5.2: the thread id is assigned now and never changes.
-    email_id = _next_email_id(unit)
+    email_id = next_email_id(unit)
     thread_id = threadids.assign(
         unit.conn, mailbox.account_id, threadids.keys_of_blob(unit, blob.id), email_id=email_id
     )
@@ -253,7 +308,7 @@ def deliver(
 ) -> list[Appended]:
     refs.used(unit, blob.id)
     _check_blob(blob, blob_exists)
-    email_id = _next_email_id(unit)  # RFC 8474 §5.1: one EMAILID for every copy
+    email_id = next_email_id(unit)  # RFC 8474 §5.1: one EMAILID for every copy
     date = unit.now if internal_date is None else internal_date
     appended: list[Appended] = []
     keys: threadids.ThreadKeys | None = None

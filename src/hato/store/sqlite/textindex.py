@@ -152,18 +152,23 @@ def store_doc(unit: Unit, blob_id: str, prepared: Prepared | None) -> None:
     """In the unit that stores a message for ``blob_id``: make sure its document exists
     (``prepared`` None: the text is not at hand, the document is pending)."""
     conn = unit.conn
-    if conn.execute("SELECT 1 FROM fulltext_docs WHERE blob_id = ?", (blob_id,)).fetchone():
-        return  # a copy of the same content is indexed (or queued) already
     if prepared is None:
         state = PENDING
-        unit.memo[PENDING_KEY] = True
     else:
         state = INDEXED if prepared.text is not None else SKIPPED
-    (doc_id,) = conn.execute(
-        "INSERT INTO fulltext_docs (blob_id, state) VALUES (?, ?) RETURNING id", (blob_id, state)
+    # One statement (blob_id is UNIQUE): no row back when a copy of the same content has its
+    # document (indexed or queued) already.
+    row = conn.execute(
+        "INSERT INTO fulltext_docs (blob_id, state) VALUES (?, ?) "
+        "ON CONFLICT (blob_id) DO NOTHING RETURNING id",
+        (blob_id, state),
     ).fetchone()
-    if prepared is not None and prepared.text is not None:
-        _insert_text(conn, int(doc_id), prepared)
+    if row is None:
+        return
+    if prepared is None:
+        unit.memo[PENDING_KEY] = True
+    elif prepared.text is not None:
+        _insert_text(conn, int(row[0]), prepared)
 
 
 def stored(unit: Unit, blob_id: str) -> None:
