@@ -235,3 +235,40 @@ async def test_no_worker_running_means_421_not_a_silent_close(tmp_path: Path) ->
             if hato.pool.worker_pids:
                 break
         assert await hato.send("alice@example.test", b"Subject: back\r\n\r\nok\r\n") == {}
+
+
+@sync
+async def test_workers_write_bodies_themselves_while_the_journal_budget_is_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hato.servers import smtp_workers
+    from hato.store.sqlite import blobs
+
+    # a small budget for bodies waiting in memory: it runs short after a few messages
+    monkeypatch.setattr(blobs, "INLINE_BUDGET", 40_000)
+    monkeypatch.setattr(smtp_workers, "_PRESSURE_MARGIN", 20_000)
+    caplog.set_level("INFO", logger="hato")
+    installed: list[str] = []  # how each shipped body arrived: "body" or "file"
+    real_install = blobs.FileBlobStore.install
+
+    def install(self: Any, blob_id: str, size: int, **kwargs: Any) -> Any:
+        installed.append("file" if kwargs.get("temp") else "body")
+        return real_install(self, blob_id, size, **kwargs)
+
+    monkeypatch.setattr(blobs.FileBlobStore, "install", install)
+    async with running(tmp_path, workers=1) as hato:
+        await hato.store.set_quota("alice@example.test", None)
+        sent = []
+        for i in range(8):
+            body = f"Subject: {i}\r\n\r\n".encode() + (b"z" * 70 + b"\r\n") * 100
+            sent.append(body)
+            assert await hato.send("alice@example.test", body) == {}
+        stored = await hato.inbox("alice@example.test")
+        assert [s[s.index(b"Subject: ") :] for s in stored] == sent  # intact, whichever way
+        events = [r.getMessage() for r in caplog.records if "body_pressure" in r.getMessage()]
+        assert events and events[0].endswith("pressed=True")
+        assert installed[0] == "body" and "file" in installed  # the worker wrote them
+        hato.store.blobs.flush()  # the janitor writes the journalled bodies' files
+        assert await hato.send("alice@example.test", sent[0]) == {}
+        events = [r.getMessage() for r in caplog.records if "body_pressure" in r.getMessage()]
+        assert events[-1].endswith("pressed=False")  # shipped for the journal again

@@ -77,6 +77,11 @@ class BlobStore(Protocol):
 
     def exists(self, blob_id: str) -> bool: ...
 
+    def take_inline(self, size: int) -> bool:
+        """Would ``install(body=...)`` of ``size`` octets do no I/O now (the body kept in
+        memory and journalled), rather than write and fsync a file?"""
+        ...
+
     def install(
         self, blob_id: str, size: int, *, body: bytes | None = None, temp: str | None = None
     ) -> BlobRef:
