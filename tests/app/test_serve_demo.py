@@ -7,7 +7,6 @@ demo's, moved to free ephemeral ports so runs never collide.
 from __future__ import annotations
 
 import imaplib
-import os
 import poplib
 import re
 import signal
@@ -20,15 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-PASSWORD = "demo password 4711"
-ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from demo_kit import ENV, PASSWORD, quickstart_demo
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -46,24 +37,11 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Path:
-    directory = tmp_path / "demo"
-    result = subprocess.run(
-        [sys.executable, "-m", "hato.app.cli", "quickstart", "--demo", str(directory),
-         "--password-stdin"],
-        input=PASSWORD.encode(), capture_output=True, env=ENV, timeout=120, check=False,
-    )
-    assert result.returncode == 0, result.stderr.decode()
-    out = result.stdout.decode()
+    config, out, ports = quickstart_demo(tmp_path / "demo")
     assert "demo@example.test" in out
     assert "swaks" in out  # how to send
     assert "IMAP" in out and "POP3" in out  # how to read
-    config = directory / "hato.toml"
-    text = config.read_text()
-    ports = {int(p) for p in re.findall(r'"127\.0\.0\.1:(\d+)"', text)}
     assert ports == {2525, 2587, 2465, 2143, 2993, 2110, 2995, 24190, 8080}
-    for port in ports:
-        text = text.replace(f'"127.0.0.1:{port}"', f'"127.0.0.1:{_free_port()}"')
-    config.write_text(text)
     return config
 
 

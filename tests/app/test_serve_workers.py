@@ -14,15 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-PASSWORD = "demo password 4711"
-ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from demo_kit import ENV, quickstart_demo
 
 
 def _reply(sock: socket.socket) -> bytes:
@@ -54,17 +46,8 @@ def _pids_of_workers(config: Path) -> list[int]:
 def test_group_signal_finishes_the_transaction_in_a_worker(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
-    directory = tmp_path / "demo"
-    made = subprocess.run(
-        [sys.executable, "-m", "hato.app.cli", "quickstart", "--demo", str(directory),
-         "--password-stdin"],
-        input=PASSWORD.encode(), capture_output=True, env=ENV, timeout=120, check=False,
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr.decode()
-    config = directory / "hato.toml"
+    config, _out, _ports = quickstart_demo(tmp_path / "demo")
     text = config.read_text()
-    for port in {int(p) for p in re.findall(r'"127\.0\.0\.1:(\d+)"', text)}:
-        text = text.replace(f'"127.0.0.1:{port}"', f'"127.0.0.1:{_free_port()}"')
     mx = re.search(r'^mx_listeners\s*=\s*\["127\.0\.0\.1:(\d+)"\]', text, re.M)
     assert mx is not None
     text = text.replace("[smtp]\n", "[smtp]\nworkers = 1\n", 1)

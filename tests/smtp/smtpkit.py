@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import os
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -248,3 +250,50 @@ class RawClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- the crash tests (test_smtp_crash.py, test_smtp_workers_crash.py) -------------------------
+def keep_sending(
+    port: int,
+    ident: str,
+    acked: list[str],
+    stop: threading.Event,
+    *,
+    body: Callable[[str], bytes],
+    recipients: list[str],
+) -> None:
+    """Send messages ``body(token)`` over one connection until ``stop`` or the server dies;
+    ``acked`` gets each token once its message got the 250 to the end of data."""
+    n = 0
+    try:
+        with smtplib.SMTP(HOST, port, timeout=5) as client:
+            client.ehlo("crash.test")
+            while not stop.is_set():
+                token = f"{ident}.{n}"
+                n += 1
+                client.sendmail("x@remote.test", recipients, body(token))
+                acked.append(token)  # only after the 250 to the end of data
+    except (smtplib.SMTPException, OSError):
+        pass
+
+
+async def stored_inboxes(data_dir: Path, users: list[str]) -> dict[str, list[bytes]]:
+    """Every user's INBOX bodies, each checked against its content address (opening the
+    store first sweeps what a crash left behind)."""
+    store = await open_store(data_dir)
+    try:
+        out: dict[str, list[bytes]] = {}
+        for user in users:
+            account = await store.get_account(user)
+            assert account is not None
+            inbox = await store.get_mailbox(account.id, "INBOX")
+            assert inbox is not None
+            blobs = []
+            for message in await store.list_messages(inbox.id):
+                data = store.blobs.read(message.blob_id)
+                assert hashlib.sha256(data).hexdigest() == message.blob_id
+                blobs.append(data)
+            out[user] = blobs
+        return out
+    finally:
+        await store.close()

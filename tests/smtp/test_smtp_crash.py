@@ -4,17 +4,13 @@ got "250" must be in its mailboxes afterwards, complete, and no temporary file m
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import signal
-import smtplib
 import threading
 import time
 from pathlib import Path
 
-from smtpkit import HOST, seed_store, start_server_process
-
-from hato.store.sqlite import open_store
+from smtpkit import keep_sending, seed_store, start_server_process, stored_inboxes
 
 ROUNDS = 20
 CLIENTS = 10
@@ -30,40 +26,6 @@ def body(token: str) -> bytes:
     )
 
 
-async def stored(data_dir: Path) -> dict[str, list[bytes]]:
-    store = await open_store(data_dir)  # starting up sweeps what a crash left behind
-    try:
-        out: dict[str, list[bytes]] = {}
-        for user in RECIPIENTS:
-            account = await store.get_account(user)
-            inbox = await store.get_mailbox(account.id, "INBOX")
-            assert inbox is not None
-            messages = await store.list_messages(inbox.id)
-            blobs = []
-            for message in messages:
-                data = store.blobs.read(message.blob_id)
-                assert hashlib.sha256(data).hexdigest() == message.blob_id
-                blobs.append(data)
-            out[user] = blobs
-        return out
-    finally:
-        await store.close()
-
-
-def sender(port: int, ident: str, acked: list[str], stop: threading.Event) -> None:
-    n = 0
-    try:
-        with smtplib.SMTP(HOST, port, timeout=5) as client:
-            client.ehlo("crash.test")
-            while not stop.is_set():
-                token = f"{ident}.{n}"
-                n += 1
-                client.sendmail("x@remote.test", RECIPIENTS, body(token))
-                acked.append(token)  # only after the 250 to the end of data
-    except (smtplib.SMTPException, OSError):
-        pass
-
-
 def test_sigkill_never_loses_an_acknowledged_message(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     asyncio.run(seed_store(data_dir, RECIPIENTS))
@@ -73,7 +35,11 @@ def test_sigkill_never_loses_an_acknowledged_message(tmp_path: Path) -> None:
         proc, port = start_server_process(data_dir)
         stop = threading.Event()
         threads = [
-            threading.Thread(target=sender, args=(port, f"r{round_no}c{i}", acked, stop))
+            threading.Thread(
+                target=keep_sending,
+                args=(port, f"r{round_no}c{i}", acked, stop),
+                kwargs={"body": body, "recipients": RECIPIENTS},
+            )
             for i in range(CLIENTS)
         ]
         for thread in threads:
@@ -88,7 +54,7 @@ def test_sigkill_never_loses_an_acknowledged_message(tmp_path: Path) -> None:
             thread.join(10)
     assert len(acked) > ROUNDS, len(acked)  # the test really sent mail
     print(f"acknowledged: {len(acked)}")
-    found = asyncio.run(stored(data_dir))
+    found = asyncio.run(stored_inboxes(data_dir, RECIPIENTS))
     for user in RECIPIENTS:
         tokens = []
         for data in found[user]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import imaplib
 import os
 import random
@@ -25,7 +24,16 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from smtpkit import HOST, RUNNER, SRC, RawClient, proc_status_kib, seed_store
+from smtpkit import (
+    HOST,
+    RUNNER,
+    SRC,
+    RawClient,
+    keep_sending,
+    proc_status_kib,
+    seed_store,
+    stored_inboxes,
+)
 
 from hato.app.config import parse_config
 from hato.app.wiring import build_services
@@ -110,40 +118,6 @@ def start_with_workers(
     return proc, int(line.split()[1]), {int(p) for p in pids[1:]}
 
 
-def crash_sender(port: int, ident: str, acked: list[str], stop: threading.Event) -> None:
-    n = 0
-    try:
-        with smtplib.SMTP(HOST, port, timeout=5) as client:
-            client.ehlo("crash.test")
-            while not stop.is_set():
-                token = f"{ident}.{n}"
-                n += 1
-                client.sendmail("x@remote.test", RECIPIENTS, crash_body(token))
-                acked.append(token)  # only after the 250 to the end of data
-    except (smtplib.SMTPException, OSError):
-        pass
-
-
-async def stored(data_dir: Path) -> dict[str, list[bytes]]:
-    store = await open_store(data_dir)  # starting up sweeps what a crash left behind
-    try:
-        out: dict[str, list[bytes]] = {}
-        for user in RECIPIENTS:
-            account = await store.get_account(user)
-            assert account is not None
-            inbox = await store.get_mailbox(account.id, "INBOX")
-            assert inbox is not None
-            blobs = []
-            for message in await store.list_messages(inbox.id):
-                data = store.blobs.read(message.blob_id)
-                assert hashlib.sha256(data).hexdigest() == message.blob_id
-                blobs.append(data)
-            out[user] = blobs
-        return out
-    finally:
-        await store.close()
-
-
 def test_sigkill_of_the_main_process_loses_nothing_and_leaves_no_worker(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     cwd = tmp_path / "cwd"
@@ -159,7 +133,11 @@ def test_sigkill_of_the_main_process_loses_nothing_and_leaves_no_worker(tmp_path
             assert live_workers(cwd) == pids  # the scan used after the kill does see them
             stop = threading.Event()
             threads = [
-                threading.Thread(target=crash_sender, args=(port, f"r{round_no}c{i}", acked, stop))
+                threading.Thread(
+                    target=keep_sending,
+                    args=(port, f"r{round_no}c{i}", acked, stop),
+                    kwargs={"body": crash_body, "recipients": RECIPIENTS},
+                )
                 for i in range(CLIENTS)
             ]
             for thread in threads:
@@ -187,7 +165,7 @@ def test_sigkill_of_the_main_process_loses_nothing_and_leaves_no_worker(tmp_path
     assert len(acked) > ROUNDS * CLIENTS, len(acked)  # the test really sent mail
     assert spooled, "no large body was ever spooled to tmp/ by a worker"
     print(f"acknowledged: {len(acked)}")
-    found = asyncio.run(stored(data_dir))  # the final restart
+    found = asyncio.run(stored_inboxes(data_dir, RECIPIENTS))  # the final restart
     for user in RECIPIENTS:
         tokens = []
         for data in found[user]:

@@ -36,16 +36,23 @@ def _count(unit: Unit) -> int:
     return int(unit.conn.execute("SELECT count(*) FROM t").fetchone()[0])
 
 
+def _hold() -> tuple[threading.Event, threading.Event, Callable[[Unit], bool]]:
+    """A unit that holds its thread until ``gate`` is set; ``entered`` says it runs."""
+    gate, entered = threading.Event(), threading.Event()
+
+    def hold(unit: Unit) -> bool:
+        entered.set()
+        return gate.wait(5)
+
+    return gate, entered, hold
+
+
 def test_batch_commits_once_and_isolates_a_failing_unit(tmp_path: Path) -> None:
     async def main() -> None:
         db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
         await db.start()
         try:
-            gate, entered = threading.Event(), threading.Event()
-
-            def hold(unit: Unit) -> bool:
-                entered.set()
-                return gate.wait(5)
+            gate, entered, hold = _hold()
 
             # Hold the database thread (in a batch of its own) so that the next units
             # queue up and form one batch.
@@ -124,11 +131,7 @@ def test_cancelled_unit_does_not_run(tmp_path: Path) -> None:
         db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup)
         await db.start()
         try:
-            gate, entered = threading.Event(), threading.Event()
-
-            def hold(unit: Unit) -> bool:
-                entered.set()
-                return gate.wait(5)
+            gate, entered, hold = _hold()
 
             blocker = db.submit(hold, write=True)  # holds the database thread
             assert await asyncio.to_thread(entered.wait, 5)
@@ -270,11 +273,7 @@ def test_first_unit_of_a_transaction_fails_alone(tmp_path: Path, prologue_writes
         db = Database(tmp_path / "t.db", clock=FixedClock(), setup=_setup, prologue=prologue)
         await db.start()
         try:
-            gate, entered = threading.Event(), threading.Event()
-
-            def hold(unit: Unit) -> bool:
-                entered.set()
-                return gate.wait(5)
+            gate, entered, hold = _hold()
 
             blocker = db.submit(hold, write=True)
             assert await asyncio.to_thread(entered.wait, 5)
@@ -321,17 +320,6 @@ def _count_wakeups(loop: asyncio.AbstractEventLoop) -> Callable[[], int]:
         return len(calls)
 
     return stop
-
-
-def _hold() -> tuple[threading.Event, threading.Event, Callable[[Unit], bool]]:
-    """A unit that holds its thread until ``gate`` is set; ``entered`` says it runs."""
-    gate, entered = threading.Event(), threading.Event()
-
-    def hold(unit: Unit) -> bool:
-        entered.set()
-        return gate.wait(5)
-
-    return gate, entered, hold
 
 
 def test_a_batch_wakes_each_event_loop_once_in_order(tmp_path: Path) -> None:
@@ -582,11 +570,7 @@ def _id_unit(kind: str) -> Callable[[Unit], int]:
 
 async def _id_batch(db: Database, kinds: list[str]) -> list[int | None]:
     """Run one unit per kind, all in one batch; the EMAILIDs of those that committed."""
-    gate, entered = threading.Event(), threading.Event()
-
-    def hold(unit: Unit) -> bool:
-        entered.set()
-        return gate.wait(5)
+    gate, entered, hold = _hold()
 
     blocker = db.submit(hold, write=True)
     assert await asyncio.to_thread(entered.wait, 5)

@@ -203,6 +203,14 @@ def queue_runner(
     )
 
 
+def split_mx(smtp: SmtpSettings) -> tuple[SmtpSettings, SmtpSettings]:
+    """The MX listeners' settings and the others' (one order for the worker pool and its
+    workers: a connection names its listener by index)."""
+    mx = tuple(spec for spec in smtp.listeners if spec.role is Role.MX)
+    rest = tuple(spec for spec in smtp.listeners if spec.role is not Role.MX)
+    return dataclasses.replace(smtp, listeners=mx), dataclasses.replace(smtp, listeners=rest)
+
+
 def smtp_hooks(
     config: Config,
     store: MailStore,
@@ -244,12 +252,9 @@ def mx_worker_service(config: Config, store: Any, channel: Any) -> SmtpService:
             config.server.hostname, outbound, password=read_smarthost_password(outbound)
         )
         queue = RemoteQueue(channel, settings)
-    smtp = smtp_settings(config)
-    smtp = dataclasses.replace(
-        smtp, listeners=tuple(spec for spec in smtp.listeners if spec.role is Role.MX)
-    )
+    mx, _rest = split_mx(smtp_settings(config))
     return InboundSmtpService(
-        smtp,
+        mx,
         store,
         Authenticator(store, clock=clock, plaintext_on_loopback=config.server.demo),
         hooks=smtp_hooks(config, store, resolver=resolver, clock=clock, signer=signer),
@@ -285,14 +290,13 @@ def build_services(
     smtp = smtp_settings(config)
     if smtp.listeners:
         hooks = smtp_hooks(config, store, resolver=resolver, clock=clock, signer=runner.signer)
-        mx = tuple(spec for spec in smtp.listeners if spec.role is Role.MX)
-        rest = tuple(spec for spec in smtp.listeners if spec.role is not Role.MX)
-        if config.smtp.workers and mx:
+        mx, rest = split_mx(smtp)
+        if config.smtp.workers and mx.listeners:
             # MX sessions in worker processes (hato.servers.smtp_workers); the main process
             # keeps the store, the queue and the submission listeners
             services.append(
                 SmtpWorkerPool(
-                    dataclasses.replace(smtp, listeners=mx),
+                    mx,
                     store,
                     WorkerRecipe(f"{__name__}:mx_worker_service", config),
                     workers=config.smtp.workers,
@@ -300,7 +304,7 @@ def build_services(
                     tls=tls is not None,
                 )
             )
-            smtp = dataclasses.replace(smtp, listeners=rest)
+            smtp = rest
         if smtp.listeners:
             services.append(
                 InboundSmtpService(

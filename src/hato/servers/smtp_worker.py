@@ -63,7 +63,6 @@ class Worker:
         self.done = asyncio.Event()
         self.stopped = False  # the main process asked us to stop, and the sessions are over
         self.blobs: RemoteBlobStore | None = None
-        self.inline_max = 0  # the largest body shipped to be journalled, when not pressed
         self.channel: Channel | None = None
         self._specs: dict[tuple[SmtpListener, int], SmtpListener] = {}
 
@@ -73,7 +72,7 @@ class Worker:
         if name == "_pressure":
             # the main process's memory for journalled bodies runs short: write them here
             if self.blobs is not None:
-                self.blobs.inline_max = 0 if args[0] else self.inline_max
+                self.blobs.pressed = bool(args[0])
             return None
         if name == "_stop":
             if self.service is not None:
@@ -141,7 +140,7 @@ async def serve(ctrl_fd: int, rpc_fd: int) -> None:
     hello = await channel.call("_hello")
     log.configure(logging.getLevelName(hello.log_level))  # standard error, as the main process
     blobs = RemoteBlobStore(hello.blob_dir, hello.tmp_dir, inline_max=hello.inline_max)
-    worker.blobs, worker.inline_max = blobs, hello.inline_max
+    worker.blobs = blobs
     store = RemoteStore(channel, hello.methods, blobs)
     factory = _factory(hello.recipe.factory)
     service: SmtpService = factory(

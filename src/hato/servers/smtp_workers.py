@@ -126,7 +126,6 @@ class SmtpWorkerPool:
         workers: int,
         outbound: OutboundQueue | None = None,
         tls: bool = False,
-        blob_dirs: tuple[Path, Path, int] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -136,7 +135,6 @@ class SmtpWorkerPool:
         self.count = workers
         self.outbound = outbound
         self.tls = tls  # the workers have a certificate (as SmtpService.start, it is needed)
-        self._blob_dirs = blob_dirs
         self._methods = store_methods(store)
         self._sockets: list[tuple[int, socket.socket]] = []
         self._workers: list[_Worker | None] = [None] * workers
@@ -234,16 +232,13 @@ class SmtpWorkerPool:
 
     # -- calls from a worker -------------------------------------------------------------------
     def _hello(self) -> Hello:
-        blobs = self.store.blobs
-        layout = self._blob_dirs
-        if layout is None:  # the file store's layout (hato.store.sqlite.blobs.FileBlobStore)
-            layout = (Path(blobs.blob_dir), Path(blobs.tmp_dir), int(blobs.inline_max))  # type: ignore[attr-defined]
+        blobs: Any = self.store.blobs  # the file store's layout (sqlite.blobs.FileBlobStore)
         return Hello(
             recipe=self.recipe,
             methods=self._methods,
-            blob_dir=layout[0],
-            tmp_dir=layout[1],
-            inline_max=min(layout[2], _WORKER_INLINE_MAX),
+            blob_dir=Path(blobs.blob_dir),
+            tmp_dir=Path(blobs.tmp_dir),
+            inline_max=min(int(blobs.inline_max), _WORKER_INLINE_MAX),
             outbound=self.outbound is not None,
             log_level=log.logger.getEffectiveLevel(),
         )
@@ -262,7 +257,6 @@ class SmtpWorkerPool:
                 blobs.install, item.blob_id, item.size, body=item.body, temp=item.temp
             )
             worker.installing.append(asyncio.ensure_future(asyncio.to_thread(install)))
-        self._check_pressure()
 
     def _check_pressure(self) -> None:
         """Tell the workers when bodies waiting in memory near the store's budget: they then
@@ -288,8 +282,8 @@ class SmtpWorkerPool:
                 await asyncio.gather(*waiting)
             finally:
                 worker.installing = [f for f in worker.installing if not f.done()]
-        if self._pressed:
-            self._check_pressure()  # the janitor may have caught up
+        if extra or self._pressed:
+            self._check_pressure()  # more bodies waiting, or the janitor caught up
         if name in self._methods:
             return await getattr(self.store, name)(*args, **kwargs)
         if name == "_closed":
@@ -326,19 +320,13 @@ class SmtpWorkerPool:
         workers = [w for w in self._workers if w is not None and not w.gone and w.ready.is_set()]
         if self._stopping or not workers:
             # RFC 5321 §3.8: 421 when the service is not available (a worker being restarted)
-            log.event("smtp.connection.refused", remote_ip=ip, reason="no worker")
-            with contextlib.suppress(OSError):
-                conn.setblocking(False)
-                conn.send(NO_WORKER.to_bytes())
+            self._refuse(conn, ip, "no worker", NO_WORKER)
             return
         if (
             self._total >= limits.max_connections
             or self._per_ip[ip] >= limits.max_connections_per_ip
         ):
-            log.event("smtp.connection.refused", remote_ip=ip, reason="limit")
-            with contextlib.suppress(OSError):
-                conn.setblocking(False)
-                conn.send(TOO_MANY_CONNECTIONS.to_bytes())
+            self._refuse(conn, ip, "limit", TOO_MANY_CONNECTIONS)
             return
         worker = min(workers, key=lambda w: len(w.tokens))
         token = next(self._tokens)
@@ -351,6 +339,14 @@ class SmtpWorkerPool:
         worker.tokens[token] = ip
         self._total += 1
         self._per_ip[ip] += 1
+
+    @staticmethod
+    def _refuse(conn: socket.socket, ip: str, reason: str, reply: Reply) -> None:
+        """Answer ``reply`` without waiting (the caller closes the socket)."""
+        log.event("smtp.connection.refused", remote_ip=ip, reason=reason)
+        with contextlib.suppress(OSError):
+            conn.setblocking(False)
+            conn.send(reply.to_bytes())
 
     def _release(self, worker: _Worker, token: int) -> None:
         ip = worker.tokens.pop(token, None)

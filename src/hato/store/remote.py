@@ -81,7 +81,7 @@ class SpoolWriter:
         self._hash.update(data)
         self._size += len(data)
         if self._small is not None:
-            if self._size <= self._owner.inline_max:
+            if self._size <= self._owner.shipped_max:
                 self._small.append(bytes(data))
                 return
             chunks, self._small = self._small, None
@@ -150,8 +150,14 @@ class RemoteBlobStore:
         self.blob_dir = blob_dir
         self.tmp_dir = tmp_dir
         self.inline_max = inline_max
+        self.pressed = False  # the main process asked for every body to be written here
         self._outgoing: list[Shipment] = []
         self._recent: OrderedDict[str, bytes] = OrderedDict()
+
+    @property
+    def shipped_max(self) -> int:
+        """The largest body shipped to be journalled now (none while ``pressed``)."""
+        return 0 if self.pressed else self.inline_max
 
     def writer(self) -> SpoolWriter:
         return SpoolWriter(self)
