@@ -248,12 +248,14 @@ class HatoRun:
 
 def _work_behind(data: Path) -> int:
     """Work left behind delivery: full-text documents waiting for the background indexer
-    (textindex.py) and journalled bodies whose file the blob janitor (janitor.py) has not
-    written to its address yet (the journal row itself goes with a later transaction)."""
+    (textindex.py) and journalled bodies (in the database or, by reference, in a worker's
+    body log) whose file the blob janitor (janitor.py) has not written to its address yet
+    (the journal row itself goes with a later transaction)."""
     db = data / "hato.db"
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         (pending,) = conn.execute("SELECT count(*) FROM fulltext_docs WHERE state = 1").fetchone()
         journal = [str(r[0]) for r in conn.execute("SELECT blob_id FROM blob_journal")]
+        journal += [str(r[0]) for r in conn.execute("SELECT blob_id FROM blob_log")]
     blobs = data / "blobs"
     return int(pending) + sum(not (blobs / b[:2] / b[2:4] / b).exists() for b in journal)
 

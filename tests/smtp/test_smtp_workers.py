@@ -25,6 +25,8 @@ from hato.ops.tls import make_self_signed
 from hato.policy.authn import make_credentials
 from hato.servers.smtp_workers import SmtpWorkerPool
 from hato.servers.worker_rpc import decode_error, encode_error
+from hato.store.fulltext import TextScope
+from hato.store.remote import LOG_MIN
 from hato.store.sqlite import open_store
 from hato.store.sqlite.blobs import INLINE_MAX
 
@@ -143,6 +145,29 @@ async def test_worker_stores_messages_in_the_main_process(tmp_path: Path) -> Non
 
 
 @sync
+async def test_a_body_from_the_workers_body_log_is_stored_searchable_and_the_log_goes(
+    tmp_path: Path,
+) -> None:
+    tmp = tmp_path / "data" / "tmp"
+    medium = b"Subject: medium\r\n\r\n" + b"kumquat\r\n" + (b"m" * 76 + b"\r\n") * 1000
+    assert LOG_MIN < len(medium) <= INLINE_MAX  # appended to the log, not shipped
+    async with running(tmp_path, workers=1) as hato:
+        await hato.store.set_quota("alice@example.test", None)
+        assert await hato.send("alice@example.test", medium) == {}
+        assert [p.suffix for p in tmp.iterdir()] == [".log"]  # the worker's open log
+        bodies = await hato.inbox("alice@example.test")  # read from the log meanwhile
+        assert len(bodies) == 1 and bodies[0].endswith(medium)
+        account = await hato.store.get_account("alice@example.test")
+        inbox = await hato.store.get_mailbox(account.id, "INBOX")
+        hits = await hato.store.search_text(inbox.id, "kumquat", scope=TextScope.BODY)
+        assert hits is not None and len(hits.uids) == 1 and not hits.unindexed
+        await asyncio.to_thread(hato.store.blobs.flush)  # the janitor writes its file
+        message = (await hato.store.list_messages(inbox.id))[0]
+        assert hato.store.blobs.read(message.blob_id) == bodies[0]
+    assert list(tmp.iterdir()) == []  # the worker stopped: its log closed and deleted
+
+
+@sync
 async def test_quota_error_from_the_main_process_becomes_452(tmp_path: Path) -> None:
     async with running(tmp_path) as hato:
         body = b"Subject: big\r\n\r\n" + (b"y" * 76 + b"\r\n") * 3000  # over 200,000 octets
@@ -238,7 +263,7 @@ async def test_no_worker_running_means_421_not_a_silent_close(tmp_path: Path) ->
 
 
 @sync
-async def test_workers_write_bodies_themselves_while_the_journal_budget_is_short(
+async def test_workers_log_bodies_themselves_while_the_journal_budget_is_short(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from hato.servers import smtp_workers
@@ -248,14 +273,20 @@ async def test_workers_write_bodies_themselves_while_the_journal_budget_is_short
     monkeypatch.setattr(blobs, "INLINE_BUDGET", 40_000)
     monkeypatch.setattr(smtp_workers, "_PRESSURE_MARGIN", 20_000)
     caplog.set_level("INFO", logger="hato")
-    installed: list[str] = []  # how each shipped body arrived: "body" or "file"
+    installed: list[str] = []  # how each shipped body arrived: "body", "file" or "log"
     real_install = blobs.FileBlobStore.install
+    real_install_logged = blobs.FileBlobStore.install_logged
 
     def install(self: Any, blob_id: str, size: int, **kwargs: Any) -> Any:
         installed.append("file" if kwargs.get("temp") else "body")
         return real_install(self, blob_id, size, **kwargs)
 
+    def install_logged(self: Any, blob_id: str, size: int, **kwargs: Any) -> Any:
+        installed.append("log")
+        return real_install_logged(self, blob_id, size, **kwargs)
+
     monkeypatch.setattr(blobs.FileBlobStore, "install", install)
+    monkeypatch.setattr(blobs.FileBlobStore, "install_logged", install_logged)
     async with running(tmp_path, workers=1) as hato:
         await hato.store.set_quota("alice@example.test", None)
         sent = []
@@ -267,7 +298,7 @@ async def test_workers_write_bodies_themselves_while_the_journal_budget_is_short
         assert [s[s.index(b"Subject: ") :] for s in stored] == sent  # intact, whichever way
         events = [r.getMessage() for r in caplog.records if "body_pressure" in r.getMessage()]
         assert events and events[0].endswith("pressed=True")
-        assert installed[0] == "body" and "file" in installed  # the worker wrote them
+        assert installed[0] == "body" and "log" in installed  # the worker logged them
         hato.store.blobs.flush()  # the janitor writes the journalled bodies' files
         assert await hato.send("alice@example.test", sent[0]) == {}
         events = [r.getMessage() for r in caplog.records if "body_pressure" in r.getMessage()]

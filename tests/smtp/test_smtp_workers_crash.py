@@ -41,6 +41,7 @@ from hato.ops.tls import make_self_signed
 from hato.policy.authn import make_credentials
 from hato.servers.imap import ImapService
 from hato.servers.smtp_workers import SmtpWorkerPool
+from hato.store.remote import LOG_MIN
 from hato.store.sqlite import open_store
 from hato.store.sqlite.blobs import INLINE_MAX
 
@@ -64,12 +65,19 @@ CLIENTS = 10
 RECIPIENTS = ["alice@example.test", "bob@example.test"]
 FILLER = (b"0123456789abcdef" * 4 + b"\r\n") * 30
 LARGE_FILLER = (b"L" * 76 + b"\r\n") * (INLINE_MAX // 78 + 40)  # over the journal limit
+MEDIUM_FILLER = (b"M" * 76 + b"\r\n") * (LOG_MIN // 78 + 400)  # to the worker's body log
 
 
 def crash_body(token: str) -> bytes:
     # three in ten messages are larger than INLINE_MAX: the worker spools them to tmp/, then
-    # fsyncs them, and the main process renames them into the blob directory
-    filler = LARGE_FILLER if token.endswith(("0", "4", "8")) else FILLER
+    # fsyncs them, and the main process renames them into the blob directory; three in ten
+    # are larger than LOG_MIN: the worker appends them to its body log and fsyncs that
+    if token.endswith(("0", "4", "8")):
+        filler = LARGE_FILLER
+    elif token.endswith(("2", "5", "7")):
+        filler = MEDIUM_FILLER
+    else:
+        filler = FILLER
     return (
         f"Message-ID: <{token}@crash.test>\r\nSubject: crash\r\n\r\n".encode()
         + filler
@@ -125,7 +133,7 @@ def test_sigkill_of_the_main_process_loses_nothing_and_leaves_no_worker(tmp_path
     asyncio.run(seed_store(data_dir, RECIPIENTS))
     rng = random.Random(5321)
     acked: list[str] = []
-    spooled = 0
+    spooled = logged = 0
     for round_no in range(ROUNDS):
         proc, port, pids = start_with_workers(data_dir, cwd, 2)
         try:
@@ -145,6 +153,7 @@ def test_sigkill_of_the_main_process_loses_nothing_and_leaves_no_worker(tmp_path
             deadline = time.monotonic() + rng.uniform(0.1, 0.6)
             while time.monotonic() < deadline:
                 spooled += any(p.suffix == ".tmp" for p in (data_dir / "tmp").iterdir())
+                logged += any(p.suffix == ".log" for p in (data_dir / "tmp").iterdir())
                 time.sleep(0.005)
         finally:
             proc.send_signal(signal.SIGKILL)
@@ -164,6 +173,7 @@ def test_sigkill_of_the_main_process_loses_nothing_and_leaves_no_worker(tmp_path
         proc.stdout.close()
     assert len(acked) > ROUNDS * CLIENTS, len(acked)  # the test really sent mail
     assert spooled, "no large body was ever spooled to tmp/ by a worker"
+    assert logged, "no worker ever had a body log in tmp/"
     print(f"acknowledged: {len(acked)}")
     found = asyncio.run(stored_inboxes(data_dir, RECIPIENTS))  # the final restart
     for user in RECIPIENTS:

@@ -201,11 +201,10 @@ class IncomingMessage:
 
     async def commit(self) -> BlobRef:
         """Make the body durable and install it: inline when the writer says that costs no
-        fsync (a small body, journalled by the unit that stores it), else in a thread."""
+        fsync (a small body, journalled by the unit that stores it), else without blocking
+        the event loop (in a thread, or in an SMTP worker's shared body-log fdatasync)."""
         self._finished = True
-        if self._writer.quick:
-            return self._writer.commit()
-        return await asyncio.to_thread(self._writer.commit)
+        return await self._writer.commit_async()
 
     def abort(self) -> None:
         if not self._finished:

@@ -109,6 +109,7 @@ class _Worker:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     tokens: dict[int, str] = field(default_factory=dict)  # connection → client address
     installing: list[asyncio.Future[Any]] = field(default_factory=list)
+    logs: set[str] = field(default_factory=set)  # its body logs not closed yet
     gone: bool = False
 
 
@@ -248,8 +249,16 @@ class SmtpWorkerPool:
         journals now; one it must write and fsync (over its memory budget), and a file (a
         rename and a directory fsync), in a thread that this call and every later call of
         the worker wait for: never blocking I/O on the event loop."""
-        blobs = self.store.blobs
+        blobs: Any = self.store.blobs  # body logs: sqlite.blobs.FileBlobStore
         for item in shipments:
+            if item.closed is not None:
+                worker.logs.discard(item.closed)
+                blobs.log_closed(item.closed)
+                continue
+            if item.log is not None:  # durable in the worker's body log: no I/O here
+                worker.logs.add(item.log)
+                blobs.install_logged(item.blob_id, item.size, log=item.log, offset=item.offset)
+                continue
             if item.body is not None and blobs.take_inline(item.size):
                 blobs.install(item.blob_id, item.size, body=item.body)
                 continue
@@ -376,6 +385,7 @@ class SmtpWorkerPool:
         with contextlib.suppress(ProcessLookupError):
             worker.process.kill()
         await worker.process.wait()
+        self._close_logs(worker)  # it appends no more
         await asyncio.sleep(_RESTART_DELAY)
         if self._stopping:
             return
@@ -387,6 +397,12 @@ class SmtpWorkerPool:
                 task = asyncio.get_running_loop().create_task(self._restart(worker))
                 self._restarts.add(task)
                 task.add_done_callback(self._restarts.discard)
+
+    def _close_logs(self, worker: _Worker) -> None:
+        blobs: Any = self.store.blobs
+        for path in worker.logs:
+            blobs.log_closed(path)
+        worker.logs.clear()
 
     def _kill(self, worker: _Worker) -> None:
         worker.gone = True
@@ -416,6 +432,7 @@ class SmtpWorkerPool:
                 self._kill(worker)
                 await worker.process.wait()
             worker.channel.close()
+            self._close_logs(worker)
 
         await asyncio.gather(*(stop_one(w) for w in live))
         for worker in self._workers:

@@ -63,6 +63,11 @@ class BlobWriter(Protocol):
 
     def commit(self) -> BlobRef: ...
 
+    async def commit_async(self) -> BlobRef:
+        """``commit`` from the event loop: inline when ``quick``, else without blocking it
+        (in a thread, or sharing an fdatasync with other bodies)."""
+        ...
+
     def abort(self) -> None: ...
 
 

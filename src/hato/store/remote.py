@@ -7,14 +7,20 @@ was told about (``methods``) to the main process through a ``Caller`` (the worke
 returns its result, so the main process stays the only writer of the database and of the blob
 files, with its group commit, pins and janitor (store/sqlite/blobs.py) unchanged.
 
-Bodies: ``SpoolWriter`` hashes a body as it arrives. A small one (at most ``inline_max``
-octets, the size the main store journals) stays in memory; a larger one goes to a file in the
-main store's ``tmp/`` directory and is fsynced by ``commit``, in the worker. The committed
-body travels with the next call of the worker (``take_shipments``), and the main process
-installs it (``BlobStore.install``: the body journalled by the unit that stores the message,
-or the file renamed into ``new/``) before it runs that call or any later one of this worker:
-so the unit that stores a message always finds its body installed. A body this worker
-committed recently is read back from memory (``open``); any other from its file.
+Bodies: ``SpoolWriter`` hashes a body as it arrives and keeps it in memory up to
+``inline_max`` octets (the size the main store journals); a larger one goes to a file in the
+main store's ``tmp/`` directory and is fsynced by ``commit``, in the worker. At commit a small
+body (at most ``LOG_MIN`` octets) travels with the next call of the worker
+(``take_shipments``) and the main process journals it in the database; a body between the two
+is appended to the worker's *body log* (``BodyLog``: ``tmp/<random>.log``, one fdatasync for
+every body appended meanwhile) and only its place travels, so the main process never copies
+its octets (it journals the reference; its janitor reads the log to write the file). The
+same happens to every body up to ``inline_max`` while the main process is short of memory
+for pending bodies (``pressed``). The main process installs what a call brings
+(``BlobStore.install``/``install_logged``, or the file renamed into ``new/``) before it runs
+that call or any later one of this worker: so the unit that stores a message always finds its
+body installed. A body this worker committed recently is read back from memory (``open``);
+any other from its file.
 
 Reads: a few point lookups (an account, an alias, the active Sieve script) are answered in
 the worker from the database file when the backend offers that (``read_locally``); every
@@ -26,10 +32,13 @@ blob ids and temp paths again before it touches a file (``FileBlobStore.install`
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import io
 import os
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +49,8 @@ from hato.core.errors import NotFound, StoreError, TemporaryStoreError
 from hato.store.model import BlobRef
 
 _RECENT = 256  # bodies committed here that ``open`` serves from memory
+LOG_MIN = 32 << 10  # octets: larger bodies go to the body log rather than travel with a call
+LOG_SEGMENT = 64 << 20  # octets: a body log file is closed (a new one begun) beyond this
 
 
 class Caller(Protocol):
@@ -61,6 +72,132 @@ class Shipment:
     size: int
     body: bytes | None = None
     temp: str | None = None
+    log: str | None = None  # the body log holding it, at ``offset``
+    offset: int = 0
+    closed: str | None = None  # no body: this body log gets no more bodies
+
+
+class _Segment:
+    """One body log file (see ``BodyLog``)."""
+
+    __slots__ = ("failed", "fd", "named", "path", "synced", "syncing", "users", "written")
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.written = 0  # octets appended
+        self.synced = 0  # octets known durable
+        self.named = False  # its entry in tmp/ is durable (fsync of the directory)
+        self.syncing: asyncio.Future[None] | None = None  # the fdatasync in flight
+        self.failed = False  # an fdatasync failed: nothing more is durable here
+        self.users = 0  # appends not yet shipped
+
+
+class BodyLog:
+    """A worker's body log, on its event loop: bodies appended to a file in ``tmp/`` and
+    made durable by one fdatasync (in a thread) for every body appended meanwhile: an
+    appender arriving while one runs waits for the next, which covers them all. A file is
+    closed beyond ``segment_max`` octets, or after a failed fdatasync (then none of its
+    unsynced bodies counts as durable: a later fdatasync could succeed without them).
+    ``closed(path)`` runs after the last body of a closed file was shipped (``done``), so
+    the main process learns it after all its bodies."""
+
+    def __init__(
+        self, tmp_dir: Path, closed: Callable[[str], None], *, segment_max: int = LOG_SEGMENT
+    ) -> None:
+        self._tmp_dir = str(tmp_dir)
+        self._closed = closed
+        self._segment_max = segment_max
+        self._current: _Segment | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def append(self, body: bytes) -> tuple[_Segment, int]:
+        """Append ``body`` (a page-cache write on the event loop) and wait until it is
+        durable; returns the file and the offset. The caller ships the place, then calls
+        ``done``."""
+        self._loop = asyncio.get_running_loop()
+        seg = self._current
+        if seg is None or seg.failed or seg.written >= self._segment_max:
+            seg = self._begin()
+        offset = seg.written
+        view = memoryview(body)
+        while view:  # a regular file: short writes only before an error
+            written = os.pwrite(seg.fd, view, seg.written)
+            seg.written += written
+            view = view[written:]
+        seg.users += 1
+        try:
+            await self._durable(seg, seg.written)
+        except BaseException:
+            self.done(seg)
+            raise
+        return seg, offset
+
+    def append_blocking(self, body: bytes) -> tuple[_Segment, int]:
+        """``append`` from another thread (a body written outside the event loop)."""
+        if self._loop is None:
+            raise StoreError("body log used before its event loop")
+        return asyncio.run_coroutine_threadsafe(self.append(body), self._loop).result()
+
+    def _begin(self) -> _Segment:
+        """A new log file (its name is made durable with its first fdatasync)."""
+        old = self._current
+        path = f"{self._tmp_dir}/{secrets.token_hex(16)}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._current = seg = _Segment(path, fd)
+        if old is not None:
+            self._close_if_done(old)
+        return seg
+
+    async def _durable(self, seg: _Segment, end: int) -> None:
+        while seg.synced < end:
+            if seg.failed:
+                raise OSError(f"body log {seg.path}: an earlier fdatasync failed")
+            fut = seg.syncing
+            if fut is None:
+                loop = asyncio.get_running_loop()
+                fut = seg.syncing = loop.run_in_executor(None, self._sync, seg)
+                fut.add_done_callback(functools.partial(self._synced, seg, seg.written))
+            await asyncio.wait((fut,))  # shared: a cancelled appender leaves it running
+            if not fut.cancelled() and fut.exception() is not None:
+                raise OSError(f"body log {seg.path}: fdatasync failed") from fut.exception()
+
+    def _sync(self, seg: _Segment) -> None:
+        """In a thread: the file's name (once), then its data, durable."""
+        if not seg.named:
+            dir_fd = os.open(self._tmp_dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            seg.named = True
+        os.fdatasync(seg.fd)
+
+    def _synced(self, seg: _Segment, target: int, fut: asyncio.Future[None]) -> None:
+        seg.syncing = None
+        if fut.cancelled() or fut.exception() is not None:
+            seg.failed = True
+        else:
+            seg.synced = max(seg.synced, target)
+        self._close_if_done(seg)
+
+    def done(self, seg: _Segment) -> None:
+        """An append's place was shipped (or dropped): close the file if it was its last."""
+        seg.users -= 1
+        self._close_if_done(seg)
+
+    def _close_if_done(self, seg: _Segment) -> None:
+        """Close a file nobody appends to any more, once no append waits on it and no
+        fdatasync runs on it."""
+        if seg.users or seg.syncing is not None or seg.fd < 0:
+            return
+        if seg is self._current:
+            if not seg.failed:
+                return
+            self._current = None
+        os.close(seg.fd)
+        seg.fd = -1
+        self._closed(seg.path)
 
 
 class SpoolWriter:
@@ -81,7 +218,7 @@ class SpoolWriter:
         self._hash.update(data)
         self._size += len(data)
         if self._small is not None:
-            if self._size <= self._owner.shipped_max:
+            if self._size <= self._owner.inline_max:
                 self._small.append(bytes(data))
                 return
             chunks, self._small = self._small, None
@@ -99,11 +236,33 @@ class SpoolWriter:
 
     @property
     def quick(self) -> bool:
-        return self._small is not None
+        return self._small is not None and self._size <= self._owner.shipped_max
+
+    async def commit_async(self) -> BlobRef:
+        """``commit`` from the event loop: a body for the log is appended there (its
+        fdatasync shared with the bodies appended meanwhile), a file fsynced in a thread."""
+        if not self._open or self._small is None or self.quick:
+            return self.commit() if self.quick else await asyncio.to_thread(self.commit)
+        self._open = False
+        blob_id = self._hash.hexdigest()
+        body = b"".join(self._small)
+        self._small = None
+        seg, offset = await self._owner.log.append(body)
+        return self._logged(blob_id, body, seg, offset)
+
+    def _logged(self, blob_id: str, body: bytes, seg: _Segment, offset: int) -> BlobRef:
+        """Ship the place of a body durable in the log."""
+        try:
+            self._owner.shipped(
+                Shipment(blob_id, self._size, log=seg.path, offset=offset), body=body
+            )
+        finally:
+            self._owner.log.done(seg)
+        return BlobRef(id=blob_id, size=self._size)
 
     def commit(self) -> BlobRef:
-        """A small body: no I/O (it travels with the next call). A large one: its file is
-        fsynced here (blocking: called in a thread)."""
+        """A small body: no I/O (it travels with the next call). A larger one: appended to
+        the body log, or its file fsynced here (blocking: called in a thread)."""
         if not self._open:
             raise StoreError("blob writer already committed or aborted")
         self._open = False
@@ -111,8 +270,11 @@ class SpoolWriter:
         if self._small is not None:
             body = b"".join(self._small)
             self._small = None
-            self._owner.shipped(Shipment(blob_id, self._size, body=body))
-            return BlobRef(id=blob_id, size=self._size)
+            if self._size <= self._owner.shipped_max:
+                self._owner.shipped(Shipment(blob_id, self._size, body=body))
+                return BlobRef(id=blob_id, size=self._size)
+            seg, offset = self._owner.log.append_blocking(body)
+            return self._logged(blob_id, body, seg, offset)
         f, self._file = self._file, None
         assert f is not None
         try:
@@ -153,22 +315,29 @@ class RemoteBlobStore:
         self.pressed = False  # the main process asked for every body to be written here
         self._outgoing: list[Shipment] = []
         self._recent: OrderedDict[str, bytes] = OrderedDict()
+        self._recent_lock = threading.Lock()
+        self.log = BodyLog(tmp_dir, self._log_closed)
 
     @property
     def shipped_max(self) -> int:
         """The largest body shipped to be journalled now (none while ``pressed``)."""
-        return 0 if self.pressed else self.inline_max
+        return 0 if self.pressed else min(self.inline_max, LOG_MIN)
+
+    def _log_closed(self, path: str) -> None:
+        self.shipped(Shipment("", 0, closed=path))
 
     def writer(self) -> SpoolWriter:
         return SpoolWriter(self)
 
-    def shipped(self, shipment: Shipment) -> None:
+    def shipped(self, shipment: Shipment, *, body: bytes | None = None) -> None:
         self._outgoing.append(shipment)  # list.append: atomic, also from a commit thread
-        if shipment.body is not None:
-            self._recent[shipment.blob_id] = shipment.body
-            self._recent.move_to_end(shipment.blob_id)
-            while len(self._recent) > _RECENT:
-                self._recent.popitem(last=False)
+        body = shipment.body if body is None else body
+        if body is not None:
+            with self._recent_lock:  # commit threads and the event loop
+                self._recent[shipment.blob_id] = body
+                self._recent.move_to_end(shipment.blob_id)
+                while len(self._recent) > _RECENT:
+                    self._recent.popitem(last=False)
 
     def take_inline(self, size: int) -> bool:
         return True  # shipping a body costs this process no I/O

@@ -29,6 +29,12 @@ the ``new/`` name is unlinked (a little later, so that a reader that just looked
 still finds it there). At every moment a referenced blob has at least one durable copy: its
 journal row or a durable name.
 
+A body an SMTP worker appended to its *body log* (``tmp/<random>.log``, fsynced in groups
+by the worker: ``hato.store.remote``) is installed as a ``LoggedBody``, a pending body that
+stays on disk: the unit that stores its message journals the reference (``blob_log``), not
+the octets, and the janitor reads it from the log to write its file. A log file is deleted
+once its worker has closed it and none of its bodies is pending any more.
+
 Because ``new/`` only ever holds blobs in flight and blobs waiting for the janitor, the
 start-up sweep (``recover``) is O(blobs in flight at a crash): journalled bodies are written
 to their address first (fsynced: the journal is the durable copy), then a blob in ``new/``
@@ -55,6 +61,7 @@ traversal); files are created 0600 and directories 0700.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import hashlib
 import io
@@ -63,10 +70,10 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from hato.core.clock import Clock
 from hato.core.errors import NotFound, StoreError
@@ -79,6 +86,7 @@ __all__ = ["PIN_TTL", "FileBlobStore", "FileBlobWriter", "fsync_dir"]
 
 _BLOB_ID = re.compile(r"[0-9a-f]{64}")
 _TEMP_NAME = re.compile(r"[0-9a-f]{32}\.tmp")
+_LOG_NAME = re.compile(r"[0-9a-f]{32}\.log")  # a worker's body log (hato.store.remote)
 _MARKER = re.compile(r"([0-9a-f]{64})\.[0-9a-f]+\.pending")  # earlier Hato versions
 _CHUNK = 1 << 16
 NEW_DIR = "new"
@@ -87,6 +95,68 @@ INLINE_MAX = 256 * 1024  # octets: bodies up to this size are journalled in the 
 INLINE_BUDGET = 64 << 20  # octets of pending bodies in memory; beyond, writers fsync
 
 Referenced = Callable[[str], bool]
+
+
+class _LogSlice(io.RawIOBase):
+    """``size`` octets at ``offset`` of an open body log, as a seekable file (owns ``fd``)."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._offset, self._size = fd, offset, size
+        self._pos = 0  # within the body
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        if base + pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + pos
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        want = max(0, min(len(buffer), self._size - self._pos))
+        data = os.pread(self._fd, want, self._offset + self._pos) if want else b""
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedBody:
+    """A pending body durable in a worker's body log: ``size`` octets at ``offset``."""
+
+    path: str
+    offset: int
+    size: int
+
+    def open(self) -> BinaryIO:
+        """A reader of the body in its log (blocking); OSError when the log is gone."""
+        fd = os.open(self.path, os.O_RDONLY)
+        return io.BufferedReader(_LogSlice(fd, self.offset, self.size))
+
+    def read(self) -> bytes:
+        """The body (blocking); OSError when the log is gone or short."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, self.size, self.offset)
+        finally:
+            os.close(fd)
+        if len(data) != self.size:
+            raise OSError(f"body log {self.path} is short")
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +195,10 @@ class FileBlobStore:
         self._pins: dict[str, list[_Pin]] = {}
         self._new_sync = DirSync(self.new_dir)
         # Small bodies not fsynced by their writer, until their file is durable (refs.py).
-        self._bodies: dict[str, bytes] = {}
-        self._body_bytes = 0
+        self._bodies: dict[str, bytes | LoggedBody] = {}
+        self._body_bytes = 0  # of the bodies held in memory (not the logged ones)
+        self._log_refs: dict[str, int] = {}  # body log -> its bodies pending here
+        self._log_closed: set[str] = set()  # body logs their worker will not append to
         self._materialized: set[str] = set()  # durable now: their journal rows can go
         self._janitor = Janitor(self)
 
@@ -163,8 +235,13 @@ class FileBlobStore:
         # unlinks the new/ name, so a miss in new/ followed by a miss at the address means
         # the blob is gone.
         body = self._bodies.get(_checked(blob_id))  # one dict read: atomic, no lock needed
-        if body is not None:
+        if isinstance(body, bytes):
             return io.BytesIO(body)
+        if body is not None:
+            try:
+                return body.open()
+            except OSError:
+                pass  # written to its file and its log deleted meanwhile
         for path in (self._new_s(blob_id), self._address_s(blob_id)):
             try:
                 return open(path, "rb")  # the caller closes it
@@ -250,6 +327,48 @@ class FileBlobStore:
         if ticket:
             self._new_sync.wait(ticket)
 
+    def install_logged(self, blob_id: str, size: int, *, log: str, offset: int) -> BlobRef:
+        """A body a worker appended to its body log ``log`` at ``offset`` and fsynced there:
+        pending until the janitor has written its file (no I/O here: the path is checked,
+        not touched); the unit that stores it journals the reference."""
+        _checked(blob_id)
+        self._check_log(log)
+        if size < 0 or offset < 0:
+            raise StoreError("install: negative size or offset")
+        since = self._clock.monotonic()
+        with self._lock:
+            fresh = blob_id not in self._bodies
+            if fresh:
+                self._bodies[blob_id] = LoggedBody(log, offset, size)
+                self._log_refs[log] = self._log_refs.get(log, 0) + 1
+            self._pins.setdefault(blob_id, []).append(_Pin(fresh, since))
+        return BlobRef(id=blob_id, size=size)
+
+    def log_closed(self, log: str) -> None:
+        """The worker appends nothing more to ``log``: delete it once none of its bodies
+        is pending."""
+        self._check_log(log)
+        with self._lock:
+            self._log_closed.add(log)
+            self._release_log(log, 0)
+
+    def _check_log(self, log: str) -> None:
+        name = os.path.basename(log)
+        if os.path.dirname(log) != str(self.tmp_dir) or not _LOG_NAME.fullmatch(name):
+            raise StoreError(f"install: {log!r} is not a body log of this store")
+
+    def _release_log(self, log: str, count: int) -> None:
+        """Drop ``count`` references to a body log (under ``_lock``); unlink it when closed
+        and unreferenced (its bodies are durable at their addresses, or were dropped)."""
+        left = self._log_refs.get(log, 0) - count
+        if left > 0:
+            self._log_refs[log] = left
+            return
+        self._log_refs.pop(log, None)
+        if log in self._log_closed:
+            self._log_closed.discard(log)
+            _unlink_quietly(log)
+
     def install(
         self, blob_id: str, size: int, *, body: bytes | None = None, temp: str | None = None
     ) -> BlobRef:
@@ -286,18 +405,27 @@ class FileBlobStore:
         self._install(temp, blob_id, body=None)
         return BlobRef(id=blob_id, size=size)
 
-    def pending_body(self, blob_id: str) -> bytes | None:
-        """The body a unit storing ``blob_id`` must journal, if its file is not durable
-        (``refs.PendingBodies``; called on the database thread)."""
+    def journal_entry(self, blob_id: str) -> bytes | LoggedBody | None:
+        """What a unit storing ``blob_id`` must journal, if its file is not durable: the
+        body, or where it is durable in a body log (``refs.PendingBodies``; called on the
+        database thread)."""
         with self._lock:
             return self._bodies.get(blob_id)
+
+    def pending_body(self, blob_id: str) -> bytes | None:
+        """A pending body held in memory (not one in a body log: ``open`` reads those)."""
+        body = self.journal_entry(blob_id)
+        return body if isinstance(body, bytes) else None
 
     def _drop_body(self, blob_id: str) -> bool:
         """Forget a pending body (under ``_lock``); True if there was one."""
         body = self._bodies.pop(blob_id, None)
         if body is None:
             return False
-        self._body_bytes -= len(body)
+        if isinstance(body, bytes):
+            self._body_bytes -= len(body)
+        else:
+            self._release_log(body.path, 1)
         return True
 
     def take_materialized(self) -> set[str]:
@@ -391,9 +519,7 @@ class FileBlobStore:
                 pass  # linked by an earlier round (or before a restart)
         return parent
 
-    def sync_pending(
-        self, blob_ids: Sequence[str], pool: concurrent.futures.Executor
-    ) -> list[str]:
+    def sync_pending(self, blob_ids: Sequence[str], pool: concurrent.futures.Executor) -> list[str]:
         """fsync the data of the pending bodies among ``blob_ids`` in parallel; returns the
         ids synced (a file deleted meanwhile is left out)."""
 
@@ -421,6 +547,8 @@ class FileBlobStore:
             body = self._bodies.get(blob_id)
         if body is None:
             return False
+        if not isinstance(body, bytes):
+            body = body.read()  # the log stays while the body is pending: OSError is real
         temp = f"{self.tmp_dir}/{secrets.token_hex(16)}.tmp"
         try:
             with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
@@ -456,16 +584,21 @@ class FileBlobStore:
 
     # -- start-up ------------------------------------------------------------------------------
     def recover(
-        self, referenced: Referenced, journal: Sequence[tuple[str, bytes]]
+        self,
+        referenced: Referenced,
+        journal: Sequence[tuple[str, bytes]],
+        logged: Sequence[tuple[str, str, int, int]] = (),
     ) -> tuple[int, int]:
-        """Before serving, after a crash or not: write journalled bodies to their address,
-        remove temp files, give referenced blobs of ``new/`` their address, delete
+        """Before serving, after a crash or not: write journalled bodies (``journal``: the
+        octets; ``logged``: blob id, body log, offset, size) to their address, remove temp
+        files and body logs, give referenced blobs of ``new/`` their address, delete
         unreferenced ones, and sweep old-style pending markers. Returns (temp files removed,
         blobs deleted); blocking. The caller deletes the journal rows afterwards."""
         if not self.new_dir.is_dir():
             self.new_dir.mkdir(mode=0o700)
             fsync_dir(self.blob_dir)
         self._write_journalled(journal)
+        self._write_journalled(self._read_logged(logged))
         temps = swept = 0
         for entry in os.scandir(self.tmp_dir):
             marker = _MARKER.fullmatch(entry.name)
@@ -474,7 +607,7 @@ class FileBlobStore:
                 if not referenced(blob_id) and self.delete(blob_id):
                     swept += 1  # written, but the message never committed
                 os.unlink(entry.path)
-            elif entry.name.endswith(".tmp"):
+            elif entry.name.endswith(".tmp") or _LOG_NAME.fullmatch(entry.name):
                 _unlink_quietly(Path(entry.path))
                 temps += 1
         dirs: Dirs = set()
@@ -498,7 +631,28 @@ class FileBlobStore:
         fsync_dir(self.tmp_dir)
         return temps, swept
 
-    def _write_journalled(self, journal: Sequence[tuple[str, bytes]]) -> None:
+    def _read_logged(
+        self, logged: Sequence[tuple[str, str, int, int]]
+    ) -> Iterator[tuple[str, bytes]]:
+        """The bodies journalled by reference, read from their logs one at a time. A row
+        whose log is gone is one whose file the janitor made durable before the crash
+        (the log goes only after that, its row a moment later): nothing to write."""
+        for blob_id, log, offset, size in logged:
+            try:
+                self._check_log(log)
+                data = LoggedBody(log, offset, size).read()
+            except (OSError, StoreError) as exc:
+                if not (_BLOB_ID.fullmatch(blob_id) and os.path.isfile(self._address_s(blob_id))):
+                    event(
+                        "store.blob.log_unreadable",
+                        level=logging.ERROR,
+                        blob=blob_id[:80],
+                        error=str(exc),
+                    )
+                continue
+            yield blob_id, data
+
+    def _write_journalled(self, journal: Iterable[tuple[str, bytes]]) -> None:
         """Write each journalled body (the durable copy: a file in ``new/`` may have lost
         its unsynced data in a power failure) to its address, fsynced, replacing any copy."""
         dirs: set[Path] = set()
@@ -602,6 +756,10 @@ class FileBlobWriter:
             self._close_and_unlink(None)
             raise
         return BlobRef(id=blob_id, size=self._size)
+
+    async def commit_async(self) -> BlobRef:
+        """``commit`` from the event loop: inline when ``quick``, else in a thread."""
+        return self.commit() if self.quick else await asyncio.to_thread(self.commit)
 
     def _close_and_unlink(self, f: BinaryIO | None) -> None:
         if f is not None:

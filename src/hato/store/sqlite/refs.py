@@ -14,6 +14,10 @@ same transaction as the rows that refer to it, so the one group-committed fsync 
 makes the body durable together with the message ("250" needs no per-message file or
 directory fsync). The blob janitor then fsyncs the file and gives it its address, and a later
 transaction deletes the row; at start every row left is written out to its address first.
+A body an SMTP worker appended to its *body log* and fsynced there (``hato.store.remote``)
+is journalled by reference instead (``blob_log``: the log file, offset and size), so the
+main process never copies it into the WAL; the log file is the durable copy until the
+janitor has made the blob's own file durable.
 
 Left out: nothing of the contract; deletion itself is done by the store, after the commit.
 """
@@ -32,15 +36,44 @@ USED = "used_blobs"  # unit.memo key: blob ids this unit stored messages for
 BODIES = "pending_bodies"  # unit.memo key: the blob store's ``PendingBodies`` (set by the store)
 
 
+class LoggedBody(Protocol):
+    """A body durable in a body log (``blobs.LoggedBody``)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+
 class PendingBodies(Protocol):
     """Bodies committed by writers without a file fsync (``blobs.FileBlobStore``)."""
 
-    def pending_body(self, blob_id: str) -> bytes | None: ...
+    def journal_entry(self, blob_id: str) -> bytes | LoggedBody | None: ...
 
 
 def migrate_blob_journal(conn: sqlite3.Connection) -> None:
     """Schema step adding the body journal (appended to ``schema.MIGRATIONS``)."""
     conn.execute("CREATE TABLE blob_journal (blob_id TEXT PRIMARY KEY, data BLOB NOT NULL)")
+
+
+def migrate_blob_log(conn: sqlite3.Connection) -> None:
+    """Schema step adding bodies journalled by reference to a body log."""
+    conn.execute(
+        "CREATE TABLE blob_log (blob_id TEXT PRIMARY KEY, path TEXT NOT NULL, "
+        "offset INTEGER NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID"
+    )
+
+
+def log_rows(conn: sqlite3.Connection) -> list[tuple[str, str, int, int]]:
+    """Every body journalled by reference: (blob id, log file, offset, size)."""
+    return [
+        (str(r[0]), str(r[1]), int(r[2]), int(r[3]))
+        for r in conn.execute("SELECT blob_id, path, offset, size FROM blob_log")
+    ]
 
 
 def journal_rows(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
@@ -52,7 +85,9 @@ def journal_rows(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
 
 def forget_journalled(conn: sqlite3.Connection, blob_ids: Iterable[str]) -> None:
     """Their files are durable at their address: the journal rows can go."""
-    _delete_in(conn, "blob_journal", list(blob_ids))
+    ids = list(blob_ids)
+    _delete_in(conn, "blob_journal", ids)
+    _delete_in(conn, "blob_log", ids)
 
 
 def forget_orphans(conn: sqlite3.Connection, blob_ids: Iterable[str]) -> None:
@@ -113,6 +148,7 @@ def dropped(unit: Unit, blob_ids: Iterable[str]) -> None:
         values = ", ".join("(?)" for _ in chunk)
         unit.conn.execute(f"INSERT OR IGNORE INTO orphan_blobs (blob_id) VALUES {values}", chunk)
     _delete_in(unit.conn, "blob_journal", gone)
+    _delete_in(unit.conn, "blob_log", gone)
     textindex.forget_many(unit.conn, gone)  # their full-text documents go too
     orphans.update(gone)
 
@@ -124,8 +160,13 @@ def used(unit: Unit, blob_id: str) -> None:
     used_ids: list[str] = unit.memo.setdefault(USED, [])
     used_ids.append(blob_id)
     bodies: PendingBodies | None = unit.memo.get(BODIES)
-    body = bodies.pending_body(blob_id) if bodies is not None else None
-    if body is not None:
+    body = bodies.journal_entry(blob_id) if bodies is not None else None
+    if isinstance(body, bytes):
         unit.conn.execute(
             "INSERT OR IGNORE INTO blob_journal (blob_id, data) VALUES (?, ?)", (blob_id, body)
+        )
+    elif body is not None:  # durable in a worker's body log: journalled by reference
+        unit.conn.execute(
+            "INSERT OR IGNORE INTO blob_log (blob_id, path, offset, size) VALUES (?, ?, ?, ?)",
+            (blob_id, body.path, body.offset, body.size),
         )

@@ -115,9 +115,12 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods, StsCacheMethods
         before = schema.migrate(conn, migrations)
         if before != len(migrations):
             event("store.schema.migrated", from_version=before, to_version=len(migrations))
-        journal = refs.journal_rows(conn)
-        temps, swept = self._blobs.recover(functools.partial(refs.referenced, conn), journal)
-        refs.forget_journalled(conn, [b for b, _data in journal])  # written out and fsynced
+        journal, logged = refs.journal_rows(conn), refs.log_rows(conn)
+        temps, swept = self._blobs.recover(
+            functools.partial(refs.referenced, conn), journal, logged
+        )
+        # written out and fsynced
+        refs.forget_journalled(conn, [b for b, _data in journal] + [r[0] for r in logged])
         for (blob_id,) in conn.execute("SELECT blob_id FROM orphan_blobs").fetchall():
             if not refs.referenced(conn, blob_id) and self._blobs.delete(blob_id):
                 swept += 1
