@@ -30,7 +30,13 @@ from hato.codec.smtp import (
     State,
     Verb,
 )
-from hato.codec.smtp_data import MAX_LINE_CONTENT, DataProblem, has_long_line
+from hato.codec.smtp_data import (
+    MAX_LINE_CONTENT,
+    DataProblem,
+    DotReader,
+    has_bare_line_end,
+    has_long_line,
+)
 from hato.core.errors import UsageError
 from hato.core.reply import Reply
 
@@ -234,6 +240,67 @@ def test_long_line_check_agrees_with_splitting_every_line(lines: list[int], tail
     assert has_long_line(b"".join(b"x" * n + b"\r\n" for n in lines)) is any(
         n > MAX_LINE_CONTENT for n in lines
     )
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"x", b"\n\r", b"\r\r\n\n"])).map(b"".join))
+def test_bare_line_end_check_agrees_with_counting(text: bytes) -> None:
+    region = text + b"\r\n"  # whole lines, as the dot-reader passes them
+    pairs = region.count(b"\r\n")
+    bare = region.count(b"\r") != pairs or region.count(b"\n") != pairs
+    assert has_bare_line_end(region) is bare
+
+
+def _reference_read(stream: bytes) -> tuple[bytes, bool, bytes] | None:
+    """DATA read the plain way (RFC 5321 §4.1.1.4, §4.5.2, §2.3.8), on the whole stream:
+    (unstuffed body, bare CR or LF seen, what follows the terminator); None: no end yet."""
+    if stream.startswith(b".\r\n"):
+        return b"", False, stream[3:]
+    term = stream.find(b"\r\n.\r\n")
+    if term < 0:
+        return None
+    region = stream[: term + 2]
+    lines = region.split(b"\r\n")[:-1]
+    bare = any(b"\r" in line or b"\n" in line for line in lines)
+    body = b"".join((line[1:] if line.startswith(b".") else line) + b"\r\n" for line in lines)
+    return body, bare, stream[term + 5 :]
+
+
+_BODY_BYTES = st.lists(
+    st.sampled_from([b"\r\n", b"\r", b"\n", b".", b"..", b"x", b"\r\n.", b"\r\n.\r\n", b"ab"]),
+    max_size=60,
+).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_BODY_BYTES, st.binary(max_size=20), st.lists(st.integers(1, 40), max_size=8))
+def test_dot_reader_agrees_with_reading_line_by_line(
+    body: bytes, after: bytes, cuts: list[int]
+) -> None:
+    """The dot-reader (a few C-speed passes per chunk) answers what splitting the whole
+    stream into lines answers, however the stream is cut into chunks."""
+    stream = body + after
+    expected = _reference_read(stream)
+    reader = DotReader(max_size=1 << 20)
+    buffer, out, pos = bytearray(), [], 0
+    for cut in [*cuts, len(stream)]:
+        buffer += stream[pos : pos + cut]
+        pos += cut
+        while not reader.done:
+            before = len(buffer)
+            out.append(reader.read(buffer))
+            if len(buffer) == before:
+                break
+    if expected is None:
+        assert not reader.done
+        return
+    assert reader.done
+    want_body, bare, rest = expected
+    assert (reader.problem is DataProblem.BARE_LINE_END) is bare
+    assert reader.size == len(want_body)
+    if not bare:
+        assert b"".join(out) == want_body
+    assert bytes(buffer) == rest  # the commands after it stay for the codec
 
 
 def test_size_limit_stops_chunks_and_is_reported() -> None:

@@ -48,6 +48,18 @@ def has_long_line(text: bytes) -> bool:
     return size - max(start, text.rfind(b"\n", start) + 1) > MAX_LINE_CONTENT
 
 
+def has_bare_line_end(region: bytes) -> bool:
+    """Whether ``region`` (whole lines: it ends in CRLF) has a CR or an LF that is not part
+    of a CRLF (RFC 5321 §2.3.8). ``splitlines`` breaks at CRLF, CR and LF alike, once per
+    CRLF: with as many CRs as LFs, it finds as many lines as LFs only if every CR is right
+    before an LF (a CR elsewhere, or an LF before its CR, makes two breaks of one pair).
+    Deleting a single octet is a ``memchr`` loop, faster than counting it."""
+    size = len(region)
+    crs = size - len(region.replace(b"\r", b""))
+    lfs = size - len(region.replace(b"\n", b""))
+    return crs != lfs or len(region.splitlines()) != lfs
+
+
 class DotReader:
     """Reads one DATA body out of a connection buffer.
 
@@ -75,27 +87,35 @@ class DotReader:
             del buffer[:3]
             self.done = True
             return b""
-        term = buffer.find(_TERMINATOR)
-        if term >= 0:
-            end, consumed = term + 2, term + 5
+        stuffed = True  # lines of the region may start with a transparency dot
+        if buffer.endswith(_TERMINATOR) and buffer.count(b"\r\n.") == 1:
+            # The usual end (a client waits for our reply after it): the buffer ends with
+            # the terminator and holds no other CRLF ".", so no earlier end and no line to
+            # unstuff (but a first line's dot, below): one pass instead of a find and a
+            # replace over the whole body.
+            end, consumed = len(buffer) - 3, len(buffer)
+            stuffed = False
             self.done = True
         else:
-            last = buffer.rfind(b"\r\n")
-            if last < 0:
-                self._check_partial(buffer)
-                return b""
-            end = consumed = last + 2
+            term = buffer.find(_TERMINATOR)
+            if term >= 0:
+                end, consumed = term + 2, term + 5
+                self.done = True
+            else:
+                last = buffer.rfind(b"\r\n")
+                if last < 0:
+                    self._check_partial(buffer)
+                    return b""
+                end = consumed = last + 2
         with memoryview(buffer) as view:
             region = bytes(view[:end])  # one copy (a bytearray slice would be a second)
         del buffer[:consumed]
         leading_dot = self._bol and region.startswith(b".")
         self._bol = True
-        # RFC 5321 §2.3.8: CR and LF only ever appear together, as CRLF
-        pairs = region.count(b"\r\n")
-        if region.count(b"\r") != pairs or region.count(b"\n") != pairs:
-            self._flag(DataProblem.BARE_LINE_END)
+        if has_bare_line_end(region):
+            self._flag(DataProblem.BARE_LINE_END)  # RFC 5321 §2.3.8
         # RFC 5321 §4.5.2: delete the first character of a line that starts with "."
-        body = region.replace(b"\r\n.", b"\r\n")
+        body = region.replace(b"\r\n.", b"\r\n") if stuffed else region
         if leading_dot:
             body = body[1:]
         if self.problem is None and has_long_line(body):
