@@ -68,15 +68,17 @@ def _thread_cpu() -> dict[str, float]:
     return found
 
 
-def _measure(data_dir: Path, profile: Path | None) -> None:
-    """SIGUSR1 starts a measurement (and the profiler), SIGUSR2 ends it: CPU by thread
-    written to ``cpu.json`` in ``data_dir``, the stats to ``profile``."""
+def _measure(data_dir: Path, profile: Path | None, store: Any) -> None:
+    """SIGUSR1 starts a measurement (and the profiler), SIGUSR2 ends it: CPU by thread and
+    the store's commits and write units written to ``cpu.json`` in ``data_dir``, the stats
+    to ``profile``."""
     profiler = cProfile.Profile(time.thread_time) if profile is not None else None
     start: dict[str, float] = {}
 
     def begin() -> None:
         start.clear()
         start.update(_thread_cpu())
+        start["commits"], start["units"] = store.stats.commits, store.stats.write_units
         if profiler is not None:
             profiler.enable()
 
@@ -85,7 +87,9 @@ def _measure(data_dir: Path, profile: Path | None) -> None:
             profiler.disable()
             profiler.dump_stats(profile)
         spent = {k: v - start.get(k, 0.0) for k, v in _thread_cpu().items()}
-        (data_dir / "cpu.json").write_text(json.dumps(spent))
+        commits = store.stats.commits - start["commits"]
+        units = store.stats.write_units - start["units"]
+        (data_dir / "cpu.json").write_text(json.dumps({"cpu": spent, "commits": [commits, units]}))
 
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, begin)
@@ -141,7 +145,7 @@ async def _serve(data_dir: Path, workers: int, profile: Path | None = None) -> N
     services = build_services(_config(data_dir, workers), store)
     for service in services:
         await service.start()
-    _measure(data_dir, profile)
+    _measure(data_dir, profile, store)
     for service in services:
         if isinstance(service, SmtpWorkerPool):
             port = service.port(0)
@@ -304,13 +308,16 @@ def hato_only(work: Path, *, count: int, size: int, profile: Path | None, worker
         while not report.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.1)
-        spent: dict[str, float] = json.loads(report.read_text())
+        measured = json.loads(report.read_text())
+        spent: dict[str, float] = measured["cpu"]
+        commits, units = measured["commits"]
     finally:
         server.stop()
     total = sum(spent.values())
     print(
         f"hato: {count / seconds:.1f} msg/s; CPU {1000 * every / count:.3f} ms/msg, "
-        f"of which the main process {1000 * total / count:.3f} ms/msg"
+        f"of which the main process {1000 * total / count:.3f} ms/msg; "
+        f"{units / max(commits, 1):.1f} write units per commit"
     )
     for name, value in sorted(spent.items(), key=lambda kv: -kv[1]):
         if value > 0:

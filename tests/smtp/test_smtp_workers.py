@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from dnsserver import DnsServer
 from hato.app.config import parse_config
 from hato.app.wiring import build_services
 from hato.core.errors import ScriptQuotaExceeded, SieveError
@@ -41,7 +42,7 @@ def sync(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
     return run
 
 
-def _config(tmp_path: Path, **smtp: Any) -> Any:
+def _config(tmp_path: Path, sections: dict[str, Any] | None = None, **smtp: Any) -> Any:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     if not cert.exists():
         make_self_signed(cert, key, hostnames=["mx.example.test"], loopback=True)
@@ -60,6 +61,7 @@ def _config(tmp_path: Path, **smtp: Any) -> Any:
         "pop3": {"listeners": [], "tls_listeners": []},
         "managesieve": {"listeners": []},
         "http": {"listeners": [], "tls_listeners": []},
+        **(sections or {}),
     }
     return parse_config(data, base_dir=tmp_path)
 
@@ -93,8 +95,10 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path: Path, **smtp: Any) -> AsyncIterator[Running]:
-    config = _config(tmp_path, **smtp)
+async def running(
+    tmp_path: Path, sections: dict[str, Any] | None = None, **smtp: Any
+) -> AsyncIterator[Running]:
+    config = _config(tmp_path, sections, **smtp)
     store = await open_store(config.server.data_dir)
     await store.add_domain("example.test")
     await store.add_account("alice@example.test", make_credentials("pw"), quota_bytes=200_000)
@@ -165,6 +169,34 @@ async def test_a_body_from_the_workers_body_log_is_stored_searchable_and_the_log
         message = (await hato.store.list_messages(inbox.id))[0]
         assert hato.store.blobs.read(message.blob_id) == bodies[0]
     assert list(tmp.iterdir()) == []  # the worker stopped: its log closed and deleted
+
+
+@sync
+async def test_a_verified_body_rewritten_in_a_thread_goes_to_the_body_log(
+    tmp_path: Path,
+) -> None:
+    """With inbound verification (the default) the worker writes the final body again, in
+    a thread, with its Authentication-Results field: a medium one goes to its body log."""
+    zone = {
+        "remote.test": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+        "1.0.0.127.in-addr.arpa": {"PTR": ["localhost"]},
+        "localhost": {"A": ["127.0.0.1"]},
+    }
+    medium = b"Subject: checked\r\n\r\n" + (b"v" * 76 + b"\r\n") * 1000
+    with DnsServer(zone) as dns:
+        sections = {
+            "inbound": {"verify": True},
+            "dns": {"nameservers": [dns.host], "port": dns.port, "timeout": 2.0},
+        }
+        async with running(tmp_path, sections, workers=1) as hato:
+            await hato.store.set_quota("alice@example.test", None)
+            assert await hato.send("alice@example.test", medium) == {}
+            tmp = tmp_path / "data" / "tmp"
+            assert [p.suffix for p in tmp.iterdir()] == [".log"]
+            (stored,) = await hato.inbox("alice@example.test")
+    assert stored.endswith(medium)
+    assert b"Authentication-Results: mx.example.test;" in stored
+    assert b"spf=pass" in stored
 
 
 @sync

@@ -24,8 +24,9 @@ from storekit import account, message, sha
 from hato.core.clock import FixedClock
 from hato.core.errors import StoreError
 from hato.store.model import DeliveryTarget
-from hato.store.remote import BodyLog
+from hato.store.remote import LOG_MIN, BodyLog, RemoteBlobStore, Shipment
 from hato.store.sqlite import SqliteStore, open_store, textindex
+from hato.store.sqlite.blobs import INLINE_MAX
 
 
 def run_store(data: Path, body: Callable[[SqliteStore], Awaitable[T]]) -> T:
@@ -148,6 +149,34 @@ def test_a_body_written_outside_the_event_loop_is_appended_on_it(tmp_path: Path)
     path, offset = asyncio.run(main())
     with open(path, "rb") as f:
         assert f.read()[offset:] == message(2)
+
+
+def test_a_worker_body_committed_in_a_thread_goes_to_the_log_first_thing(
+    tmp_path: Path,
+) -> None:
+    """A body the worker writes outside its event loop (a verified message is written
+    again, in a thread, with its Authentication-Results field) may be the first one its log
+    gets: the log knows the worker's loop from the start."""
+    body = message(5, LOG_MIN + 1000)
+
+    async def main() -> Shipment:
+        blobs = RemoteBlobStore(tmp_path, tmp_path, inline_max=INLINE_MAX)
+
+        def work() -> None:
+            writer = blobs.writer()
+            writer.write(body)
+            assert not writer.quick
+            writer.commit()
+
+        await asyncio.to_thread(work)
+        (shipped,) = blobs.take_shipments()
+        return shipped
+
+    shipped = asyncio.run(main())
+    assert shipped.blob_id == sha(body) and shipped.body is None and shipped.log is not None
+    with open(shipped.log, "rb") as f:
+        f.seek(shipped.offset)
+        assert f.read() == body
 
 
 # -- the main process's side -----------------------------------------------------------------

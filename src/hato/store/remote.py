@@ -109,7 +109,10 @@ class BodyLog:
         self._closed = closed
         self._segment_max = segment_max
         self._current: _Segment | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        try:  # the worker's loop: bodies written in a thread are appended there too
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None  # set by the first ``append``
 
     async def append(self, body: bytes) -> tuple[_Segment, int]:
         """Append ``body`` (a page-cache write on the event loop) and wait until it is
