@@ -89,6 +89,34 @@ def test_appenders_share_fdatasyncs_and_read_back_their_bodies(
             assert f.read(len(message(n, 5000))) == message(n, 5000)
 
 
+def test_short_writes_of_a_group_are_resumed_where_they_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.pwritev
+    calls = []
+
+    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
+        calls.append(len(buffers))
+        taken, left = [], 7  # at most 7 octets per call, across buffer boundaries
+        for buffer in buffers:
+            taken.append(buffer[:left])
+            left -= len(taken[-1])
+            if not left:
+                break
+        return real(fd, taken, offset)
+
+    monkeypatch.setattr(os, "pwritev", short)
+    path = tmp_path / "x.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    chunks = [b"abc", b"", b"defghijklmnop", b"q" * 20, b"r"]
+    try:
+        BodyLog._write(fd, chunks, 5)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"\0" * 5 + b"".join(chunks)
+    assert len(calls) == 6 and calls[0] == 4  # the empty chunk is not passed on
+
+
 def test_a_full_log_is_closed_after_its_last_body_was_shipped(tmp_path: Path) -> None:
     events: list[str] = []
     log = BodyLog(tmp_path, lambda path: events.append(f"closed {path}"), segment_max=10_000)

@@ -51,6 +51,7 @@ from hato.store.model import BlobRef
 _RECENT = 256  # bodies committed here that ``open`` serves from memory
 LOG_MIN = 32 << 10  # octets: larger bodies go to the body log rather than travel with a call
 LOG_SEGMENT = 64 << 20  # octets: a body log file is closed (a new one begun) beyond this
+_IOV_MAX = 1024  # buffers per pwritev (Linux's IOV_MAX)
 
 
 class Caller(Protocol):
@@ -80,12 +81,15 @@ class Shipment:
 class _Segment:
     """One body log file (see ``BodyLog``)."""
 
-    __slots__ = ("failed", "fd", "named", "path", "synced", "syncing", "users", "written")
+    __slots__ = (
+        "failed", "fd", "named", "path", "queued", "synced", "syncing", "users", "written"
+    )  # fmt: skip
 
     def __init__(self, path: str, fd: int) -> None:
         self.path = path
         self.fd = fd
-        self.written = 0  # octets appended
+        self.written = 0  # octets appended (placed: some may still wait in ``queued``)
+        self.queued: list[bytes] = []  # bodies placed but not written, in offset order
         self.synced = 0  # octets known durable
         self.named = False  # its entry in tmp/ is durable (fsync of the directory)
         self.syncing: asyncio.Future[None] | None = None  # the fdatasync in flight
@@ -95,8 +99,9 @@ class _Segment:
 
 class BodyLog:
     """A worker's body log, on its event loop: bodies appended to a file in ``tmp/`` and
-    made durable by one fdatasync (in a thread) for every body appended meanwhile: an
-    appender arriving while one runs waits for the next, which covers them all. A file is
+    made durable by one write and one fdatasync (in a thread, off the event loop) for every
+    body appended meanwhile: an appender arriving while one runs waits for the next, which
+    covers them all. A file is
     closed beyond ``segment_max`` octets, or after a failed fdatasync (then none of its
     unsynced bodies counts as durable: a later fdatasync could succeed without them).
     ``closed(path)`` runs after the last body of a closed file was shipped (``done``), so
@@ -115,19 +120,15 @@ class BodyLog:
             self._loop = None  # set by the first ``append``
 
     async def append(self, body: bytes) -> tuple[_Segment, int]:
-        """Append ``body`` (a page-cache write on the event loop) and wait until it is
-        durable; returns the file and the offset. The caller ships the place, then calls
-        ``done``."""
+        """Place ``body`` at the end of the log and wait until it is written and durable;
+        returns the file and the offset. The caller ships the place, then calls ``done``."""
         self._loop = asyncio.get_running_loop()
         seg = self._current
         if seg is None or seg.failed or seg.written >= self._segment_max:
             seg = self._begin()
         offset = seg.written
-        view = memoryview(body)
-        while view:  # a regular file: short writes only before an error
-            written = os.pwrite(seg.fd, view, seg.written)
-            seg.written += written
-            view = view[written:]
+        seg.written += len(body)
+        seg.queued.append(body)
         seg.users += 1
         try:
             await self._durable(seg, seg.written)
@@ -158,15 +159,34 @@ class BodyLog:
                 raise OSError(f"body log {seg.path}: an earlier fdatasync failed")
             fut = seg.syncing
             if fut is None:
+                # the bodies placed so far, written from where the durable part ends
+                chunks, seg.queued = seg.queued, []
                 loop = asyncio.get_running_loop()
-                fut = seg.syncing = loop.run_in_executor(None, self._sync, seg)
+                fut = seg.syncing = loop.run_in_executor(
+                    None, self._sync, seg, chunks, seg.written - sum(map(len, chunks))
+                )
                 fut.add_done_callback(functools.partial(self._synced, seg, seg.written))
             await asyncio.wait((fut,))  # shared: a cancelled appender leaves it running
             if not fut.cancelled() and fut.exception() is not None:
                 raise OSError(f"body log {seg.path}: fdatasync failed") from fut.exception()
 
-    def _sync(self, seg: _Segment) -> None:
-        """In a thread: the file's name (once), then its data, durable."""
+    @staticmethod
+    def _write(fd: int, chunks: list[bytes], offset: int) -> None:
+        """Write ``chunks`` one after the other from ``offset`` (a regular file: a short
+        write only before an error, which the next call raises)."""
+        views = [memoryview(c) for c in chunks if c]
+        while views:
+            done = os.pwritev(fd, views[:_IOV_MAX], offset)
+            offset += done
+            while views and done >= len(views[0]):
+                done -= len(views.pop(0))
+            if views and done:
+                views[0] = views[0][done:]
+
+    def _sync(self, seg: _Segment, chunks: list[bytes], offset: int) -> None:
+        """In a thread: the bodies placed since the last call written, the file's name
+        made durable (once), then its data."""
+        self._write(seg.fd, chunks, offset)
         if not seg.named:
             dir_fd = os.open(self._tmp_dir, os.O_RDONLY | os.O_DIRECTORY)
             try:
