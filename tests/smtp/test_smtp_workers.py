@@ -172,6 +172,37 @@ async def test_a_body_from_the_workers_body_log_is_stored_searchable_and_the_log
 
 
 @sync
+async def test_full_body_logs_are_closed_and_deleted_once_their_bodies_have_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's log beyond its size limit is closed (the worker tells the main process
+    after that log's last body); the main process deletes it once the janitor has written
+    the files of its bodies. Only the log in use stays."""
+    from hato.store import remote
+
+    monkeypatch.setattr(remote, "LOG_SEGMENT", 150_000)  # told to the worker at start
+    tmp = tmp_path / "data" / "tmp"
+    bodies = [
+        f"Subject: {i}\r\n\r\n".encode() + (f"{i:02d}".encode() * 38 + b"\r\n") * 700
+        for i in range(7)
+    ]
+    assert all(LOG_MIN < len(b) < 150_000 for b in bodies)
+    async with running(tmp_path, workers=1) as hato:
+        await hato.store.set_quota("alice@example.test", None)
+        seen: set[Path] = set()
+        for body in bodies:
+            assert await hato.send("alice@example.test", body) == {}
+            seen.update(tmp.glob("*.log"))
+        assert len(seen) == 3  # ~55 KB each: a new log with the fourth and the seventh body
+        await asyncio.to_thread(hato.store.blobs.flush)  # the janitor writes every file
+        logs = list(tmp.glob("*.log"))
+        assert len(logs) == 1, logs  # only the one the worker still appends to
+        stored = await hato.inbox("alice@example.test")
+        assert [s[s.index(b"Subject: ") :] for s in stored] == bodies
+    assert list(tmp.iterdir()) == []
+
+
+@sync
 async def test_a_verified_body_rewritten_in_a_thread_goes_to_the_body_log(
     tmp_path: Path,
 ) -> None:

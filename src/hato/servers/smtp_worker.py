@@ -139,7 +139,9 @@ async def serve(ctrl_fd: int, rpc_fd: int) -> None:
     worker.channel = channel
     hello = await channel.call("_hello")
     log.configure(logging.getLevelName(hello.log_level))  # standard error, as the main process
-    blobs = RemoteBlobStore(hello.blob_dir, hello.tmp_dir, inline_max=hello.inline_max)
+    blobs = RemoteBlobStore(
+        hello.blob_dir, hello.tmp_dir, inline_max=hello.inline_max, log_segment=hello.log_segment
+    )
     worker.blobs = blobs
     store = RemoteStore(channel, hello.methods, blobs)
     factory = _factory(hello.recipe.factory)

@@ -48,6 +48,7 @@ from hato.core.reply import Reply
 from hato.servers.base import TlsMode
 from hato.servers.smtp import TOO_MANY_CONNECTIONS, OutboundQueue, SmtpSettings
 from hato.servers.worker_rpc import Channel
+from hato.store import remote
 from hato.store.api import MailStore
 from hato.store.remote import Shipment
 
@@ -85,6 +86,7 @@ class Hello:
     blob_dir: Path
     tmp_dir: Path
     inline_max: int
+    log_segment: int  # octets of a body log file before the next one (store/remote.py)
     outbound: bool
     log_level: int
 
@@ -240,6 +242,7 @@ class SmtpWorkerPool:
             blob_dir=Path(blobs.blob_dir),
             tmp_dir=Path(blobs.tmp_dir),
             inline_max=min(int(blobs.inline_max), _WORKER_INLINE_MAX),
+            log_segment=remote.LOG_SEGMENT,
             outbound=self.outbound is not None,
             log_level=log.logger.getEffectiveLevel(),
         )

@@ -331,7 +331,9 @@ class SpoolWriter:
 class RemoteBlobStore:
     """``hato.store.api.BlobStore`` of a worker."""
 
-    def __init__(self, blob_dir: Path, tmp_dir: Path, *, inline_max: int) -> None:
+    def __init__(
+        self, blob_dir: Path, tmp_dir: Path, *, inline_max: int, log_segment: int = LOG_SEGMENT
+    ) -> None:
         self.blob_dir = blob_dir
         self.tmp_dir = tmp_dir
         self.inline_max = inline_max
@@ -339,7 +341,7 @@ class RemoteBlobStore:
         self._outgoing: list[Shipment] = []
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._recent_lock = threading.Lock()
-        self.log = BodyLog(tmp_dir, self._log_closed)
+        self.log = BodyLog(tmp_dir, self._log_closed, segment_max=log_segment)
 
     @property
     def shipped_max(self) -> int:
