@@ -259,6 +259,21 @@ def hato_logger(monkeypatch: pytest.MonkeyPatch) -> Iterator[logging.Logger]:
     logger.handlers[:], logger.level, logger.propagate, logger.filters[:] = saved
 
 
+def _kept_records(hato: logging.Logger) -> list[logging.LogRecord]:
+    """Every record the hato logger handles at INFO and above, kept as it is (its only
+    handler: no other one adds to the records)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    hato.handlers[:] = [Keep()]
+    hato.setLevel(logging.INFO)
+    hato.propagate = False
+    return records
+
+
 def _two_formatters(hato: logging.Logger) -> tuple[io.StringIO, io.StringIO]:
     ours, stdlib = io.StringIO(), io.StringIO()
     for stream, formatter in ((ours, EventFormatter()), (stdlib, logging.Formatter(EVENT_FORMAT))):
@@ -305,15 +320,7 @@ _SWITCHES = ("logThreads", "logProcesses", "logMultiprocessing")
 def test_event_records_are_those_makerecord_makes(
     hato_logger: logging.Logger, switched_on: tuple[str, ...]
 ) -> None:
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    hato_logger.handlers[:] = [Keep()]
-    hato_logger.setLevel(logging.INFO)
-    hato_logger.propagate = False  # no other handler adds to the records
+    records = _kept_records(hato_logger)
     # Templates made without thread or process information, then switches turned on.
     for switch in _SWITCHES:
         setattr(logging, switch, False)
@@ -461,15 +468,7 @@ def test_a_record_factory_still_makes_event_records(hato_logger: logging.Logger)
     class Tagged(logging.LogRecord):
         pass
 
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    hato_logger.handlers[:] = [Keep()]
-    hato_logger.setLevel(logging.INFO)
-    hato_logger.propagate = False
+    records = _kept_records(hato_logger)
     for switch in _SWITCHES:
         setattr(logging, switch, False)
     event("e.before")  # a template for INFO exists

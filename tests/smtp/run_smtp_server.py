@@ -16,10 +16,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from hato.app.config import parse_config
+from smtpkit import mx_config
+
 from hato.app.wiring import build_services
 from hato.codec.smtp import Limits
-from hato.ops.tls import make_self_signed
 from hato.policy.authn import Authenticator
 from hato.policy.smtp import Role
 from hato.servers.base import Listener, TlsMode
@@ -45,26 +45,8 @@ def worker_config(data_dir: Path, workers: int) -> Any:
     """The configuration of ``--workers``: the MX listener only, in ``workers`` processes."""
     tls_dir = data_dir.parent / f"{data_dir.name}-tls"
     tls_dir.mkdir(exist_ok=True)
-    cert, key = tls_dir / "cert.pem", tls_dir / "key.pem"
-    if not cert.exists():
-        make_self_signed(cert, key, hostnames=["mx.example.test"], loopback=True)
-    data: dict[str, Any] = {
-        "server": {"hostname": "mx.example.test", "data_dir": str(data_dir)},
-        "tls": {"cert": str(cert), "key": str(key)},
-        "smtp": {
-            "mx_listeners": ["127.0.0.1:0"],
-            "submission_listeners": [],
-            "submissions_listeners": [],
-            "workers": workers,
-            "max_messages_per_connection": 1000,  # as Limits(max_transactions=1000) above
-        },
-        "inbound": {"verify": False},
-        "imap": {"listeners": [], "tls_listeners": []},
-        "pop3": {"listeners": [], "tls_listeners": []},
-        "managesieve": {"listeners": []},
-        "http": {"listeners": [], "tls_listeners": []},
-    }
-    return parse_config(data, base_dir=data_dir.parent)
+    # as Limits(max_transactions=1000) above
+    return mx_config(data_dir, tls_dir, workers=workers, max_messages_per_connection=1000)
 
 
 async def main_with_workers(data_dir: Path, workers: int) -> None:

@@ -5,6 +5,7 @@ loop, so blocking clients (smtplib, swaks, raw sockets) can drive it from the te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -14,12 +15,14 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hato.app.config import parse_config
 from hato.codec.smtp import Limits
 from hato.core.address import Address
+from hato.ops.tls import make_self_signed
 from hato.policy.authn import Authenticator, make_credentials
 from hato.policy.smtp import Role
 from hato.servers.base import Listener, TlsMode
@@ -277,6 +280,30 @@ def keep_sending(
         pass
 
 
+def start_senders(
+    port: int,
+    prefix: str,
+    acked: list[str],
+    stop: threading.Event,
+    *,
+    clients: int,
+    body: Callable[[str], bytes],
+    recipients: list[str],
+) -> list[threading.Thread]:
+    """``clients`` threads running ``keep_sending`` (idents ``{prefix}c{i}``), started."""
+    threads = [
+        threading.Thread(
+            target=keep_sending,
+            args=(port, f"{prefix}c{i}", acked, stop),
+            kwargs={"body": body, "recipients": recipients},
+        )
+        for i in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
 async def stored_inboxes(data_dir: Path, users: list[str]) -> dict[str, list[bytes]]:
     """Every user's INBOX bodies, each checked against its content address (opening the
     store first sweeps what a crash left behind)."""
@@ -297,3 +324,46 @@ async def stored_inboxes(data_dir: Path, users: list[str]) -> dict[str, list[byt
         return out
     finally:
         await store.close()
+
+
+# -- the production wiring with workers (run_smtp_server.py, test_smtp_workers*.py) -----------
+def mx_config(
+    data_dir: Path, cert_dir: Path, *, sections: dict[str, Any] | None = None, **smtp: Any
+) -> Any:
+    """A configuration with the MX listener only, on a loopback port (with a self-signed
+    certificate in ``cert_dir``: STARTTLS offered), inbound verification off and no other
+    listener; ``smtp`` adds to ``[smtp]``, ``sections`` replaces whole sections."""
+    cert, key = cert_dir / "cert.pem", cert_dir / "key.pem"
+    if not cert.exists():
+        make_self_signed(cert, key, hostnames=["mx.example.test"], loopback=True)
+    data: dict[str, Any] = {
+        "server": {"hostname": "mx.example.test", "data_dir": str(data_dir)},
+        "tls": {"cert": str(cert), "key": str(key)},
+        "smtp": {
+            "mx_listeners": ["127.0.0.1:0"],
+            "submission_listeners": [],
+            "submissions_listeners": [],
+            **smtp,
+        },
+        "inbound": {"verify": False},
+        "imap": {"listeners": [], "tls_listeners": []},
+        "pop3": {"listeners": [], "tls_listeners": []},
+        "managesieve": {"listeners": []},
+        "http": {"listeners": [], "tls_listeners": []},
+        **(sections or {}),
+    }
+    return parse_config(data, base_dir=cert_dir)
+
+
+@contextlib.asynccontextmanager
+async def started(services: Sequence[Any]) -> AsyncIterator[None]:
+    """Start ``services`` in order; stop the started ones in reverse order at the end."""
+    running: list[Any] = []
+    try:
+        for service in services:
+            await service.start()
+            running.append(service)
+        yield
+    finally:
+        for service in reversed(running):
+            await service.stop(timeout=5)

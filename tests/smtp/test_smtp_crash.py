@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from smtpkit import keep_sending, seed_store, start_server_process, stored_inboxes
+from smtpkit import seed_store, start_senders, start_server_process, stored_inboxes
 
 ROUNDS = 20
 CLIENTS = 10
@@ -34,16 +34,9 @@ def test_sigkill_never_loses_an_acknowledged_message(tmp_path: Path) -> None:
     for round_no in range(ROUNDS):
         proc, port = start_server_process(data_dir)
         stop = threading.Event()
-        threads = [
-            threading.Thread(
-                target=keep_sending,
-                args=(port, f"r{round_no}c{i}", acked, stop),
-                kwargs={"body": body, "recipients": RECIPIENTS},
-            )
-            for i in range(CLIENTS)
-        ]
-        for thread in threads:
-            thread.start()
+        threads = start_senders(
+            port, f"r{round_no}", acked, stop, clients=CLIENTS, body=body, recipients=RECIPIENTS
+        )
         time.sleep(rng.uniform(0.05, 0.4))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from smtpkit import mx_config, started
 
 from dnsserver import DnsServer
-from hato.app.config import parse_config
 from hato.app.wiring import build_services
 from hato.core.errors import ScriptQuotaExceeded, SieveError
-from hato.ops.tls import make_self_signed
 from hato.policy.authn import make_credentials
 from hato.servers.smtp_workers import SmtpWorkerPool
 from hato.servers.worker_rpc import decode_error, encode_error
@@ -43,27 +42,7 @@ def sync(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
 
 
 def _config(tmp_path: Path, sections: dict[str, Any] | None = None, **smtp: Any) -> Any:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    if not cert.exists():
-        make_self_signed(cert, key, hostnames=["mx.example.test"], loopback=True)
-    data: dict[str, Any] = {
-        "server": {"hostname": "mx.example.test", "data_dir": str(tmp_path / "data")},
-        "tls": {"cert": str(cert), "key": str(key)},
-        "smtp": {
-            "mx_listeners": ["127.0.0.1:0"],
-            "submission_listeners": [],
-            "submissions_listeners": [],
-            "workers": 2,
-            **smtp,
-        },
-        "inbound": {"verify": False},
-        "imap": {"listeners": [], "tls_listeners": []},
-        "pop3": {"listeners": [], "tls_listeners": []},
-        "managesieve": {"listeners": []},
-        "http": {"listeners": [], "tls_listeners": []},
-        **(sections or {}),
-    }
-    return parse_config(data, base_dir=tmp_path)
+    return mx_config(tmp_path / "data", tmp_path, sections=sections, **{"workers": 2, **smtp})
 
 
 class Running:
@@ -103,15 +82,10 @@ async def running(
     await store.add_domain("example.test")
     await store.add_account("alice@example.test", make_credentials("pw"), quota_bytes=200_000)
     services = build_services(config, store)
-    started = []
     try:
-        for service in services:
-            await service.start()
-            started.append(service)
-        yield Running(store, services)
+        async with started(services):
+            yield Running(store, services)
     finally:
-        for service in reversed(started):
-            await service.stop(timeout=5)
         await store.close()
 
 

@@ -29,15 +29,15 @@ from smtpkit import (
     RUNNER,
     SRC,
     RawClient,
-    keep_sending,
+    mx_config,
     proc_status_kib,
     seed_store,
+    start_senders,
+    started,
     stored_inboxes,
 )
 
-from hato.app.config import parse_config
 from hato.app.wiring import build_services
-from hato.ops.tls import make_self_signed
 from hato.policy.authn import make_credentials
 from hato.servers.imap import ImapService
 from hato.servers.smtp_workers import SmtpWorkerPool
@@ -140,16 +140,15 @@ def test_sigkill_of_the_main_process_loses_nothing_and_leaves_no_worker(tmp_path
             assert len(pids) == 2 and proc.pid not in pids
             assert live_workers(cwd) == pids  # the scan used after the kill does see them
             stop = threading.Event()
-            threads = [
-                threading.Thread(
-                    target=keep_sending,
-                    args=(port, f"r{round_no}c{i}", acked, stop),
-                    kwargs={"body": crash_body, "recipients": RECIPIENTS},
-                )
-                for i in range(CLIENTS)
-            ]
-            for thread in threads:
-                thread.start()
+            threads = start_senders(
+                port,
+                f"r{round_no}",
+                acked,
+                stop,
+                clients=CLIENTS,
+                body=crash_body,
+                recipients=RECIPIENTS,
+            )
             deadline = time.monotonic() + rng.uniform(0.1, 0.6)
             while time.monotonic() < deadline:
                 spooled += any(p.suffix == ".tmp" for p in (data_dir / "tmp").iterdir())
@@ -232,41 +231,17 @@ class Running:
 async def running(
     tmp_path: Path, *, workers: int, imap: bool = False, **smtp: Any
 ) -> AsyncIterator[Running]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    make_self_signed(cert, key, hostnames=["mx.example.test"], loopback=True)
     data_dir = tmp_path / "data"
-    config = parse_config(
-        {
-            "server": {"hostname": "mx.example.test", "data_dir": str(data_dir)},
-            "tls": {"cert": str(cert), "key": str(key)},
-            "smtp": {
-                "mx_listeners": ["127.0.0.1:0"],
-                "submission_listeners": [],
-                "submissions_listeners": [],
-                "workers": workers,
-                **smtp,
-            },
-            "inbound": {"verify": False},
-            "imap": {"listeners": [], "tls_listeners": ["127.0.0.1:0"] if imap else []},
-            "pop3": {"listeners": [], "tls_listeners": []},
-            "managesieve": {"listeners": []},
-            "http": {"listeners": [], "tls_listeners": []},
-        },
-        base_dir=tmp_path,
-    )
+    imap_section = {"listeners": [], "tls_listeners": ["127.0.0.1:0"] if imap else []}
+    config = mx_config(data_dir, tmp_path, sections={"imap": imap_section}, workers=workers, **smtp)
     store = await open_store(data_dir)
     await store.add_domain("example.test")
     await store.add_account(ALICE, make_credentials(PASSWORD))
     services = build_services(config, store)
-    started = []
     try:
-        for service in services:
-            await service.start()
-            started.append(service)
-        yield Running(store, services, data_dir)
+        async with started(services):
+            yield Running(store, services, data_dir)
     finally:
-        for service in reversed(started):
-            await service.stop(timeout=5)
         await store.close()
 
 

@@ -11,8 +11,9 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from hato.core.clock import Clock
+from hato.core.clock import Clock, FixedClock
 from hato.store.api import MailStore
 from hato.store.model import Account, BlobRef, Credentials
 from hato.store.sqlite import SqliteStore, open_store
@@ -72,3 +73,22 @@ async def inbox_id(store: MailStore, account_id: int) -> int:
 def message(n: int, size: int = 200) -> bytes:
     head = f"Subject: message {n}\r\n\r\n".encode()
     return head + b"x" * max(0, size - len(head))
+
+
+T = TypeVar("T")
+
+
+def run_store(
+    data: Path, body: Callable[[SqliteStore], Awaitable[T]], clock: Clock | None = None
+) -> T:
+    """``body(store)`` on the embedded store over ``data`` (a ``FixedClock`` by default),
+    closed afterwards, in a fresh event loop."""
+
+    async def main() -> T:
+        store = await open_store(data, clock=clock or FixedClock())
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())

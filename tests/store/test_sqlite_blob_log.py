@@ -14,33 +14,16 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
-from storekit import account, message, sha
+from storekit import account, message, run_store, sha
 
-from hato.core.clock import FixedClock
 from hato.core.errors import StoreError
 from hato.store.model import DeliveryTarget
 from hato.store.remote import LOG_MIN, BodyLog, RemoteBlobStore, Shipment
-from hato.store.sqlite import SqliteStore, open_store, textindex
+from hato.store.sqlite import SqliteStore, textindex
 from hato.store.sqlite.blobs import INLINE_MAX
-
-
-def run_store(data: Path, body: Callable[[SqliteStore], Awaitable[T]]) -> T:
-    async def main() -> T:
-        store = await open_store(data, clock=FixedClock())
-        try:
-            return await body(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(main())
-
-
-T = TypeVar("T")
 
 
 def log_rows(data: Path) -> list[tuple[str, str, int, int]]:
@@ -210,12 +193,12 @@ def test_a_worker_body_committed_in_a_thread_goes_to_the_log_first_thing(
 # -- the main process's side -----------------------------------------------------------------
 
 
-async def _append(tmp: Path, body: bytes) -> tuple[BodyLog, list[str], str, int]:
-    closed: list[str] = []
-    log = BodyLog(tmp, closed.append)
+async def _append(tmp: Path, body: bytes) -> tuple[str, int]:
+    """Where a worker's log holds ``body`` (appended and shipped)."""
+    log = BodyLog(tmp, lambda path: None)
     seg, offset = await log.append(body)
     log.done(seg)
-    return log, closed, seg.path, offset
+    return seg.path, offset
 
 
 def test_a_logged_body_is_journalled_by_reference_written_out_and_its_log_deleted(
@@ -227,7 +210,7 @@ def test_a_logged_body_is_journalled_by_reference_written_out_and_its_log_delete
 
     async def main(store: SqliteStore) -> None:
         acc = await account(store)
-        _log, _closed, path, offset = await _append(store.blobs.tmp_dir, body)
+        path, offset = await _append(store.blobs.tmp_dir, body)
         ref = store.blobs.install_logged(blob_id, len(body), log=path, offset=offset)
         assert store.blobs.read(blob_id) == body  # pending: read from the log
         with store.blobs.open(blob_id) as f:  # a file like any other (the indexer seeks)
@@ -256,7 +239,7 @@ def test_a_closed_log_stays_while_one_of_its_bodies_is_pending(tmp_path: Path) -
 
     async def main(store: SqliteStore) -> None:
         acc = await account(store)
-        _log, _closed, path, offset = await _append(store.blobs.tmp_dir, body)
+        path, offset = await _append(store.blobs.tmp_dir, body)
         ref = store.blobs.install_logged(sha(body), len(body), log=path, offset=offset)
         store.blobs.log_closed(path)
         assert os.path.exists(path)  # the body's only durable copy
@@ -289,7 +272,7 @@ def test_restart_rebuilds_a_logged_blob_from_its_log_and_sweeps_the_log(
 
     async def setup(store: SqliteStore) -> str:
         await account(store)
-        _log, _closed, path, offset = await _append(store.blobs.tmp_dir, body)
+        path, offset = await _append(store.blobs.tmp_dir, body)
         return f"{path}:{offset}"
 
     where = run_store(data, setup)

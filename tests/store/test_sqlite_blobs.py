@@ -8,29 +8,18 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from storekit import account, inbox_id, message, put_blob, sha
+from storekit import account, inbox_id, message, put_blob, run_store, sha
 
 from hato.core.clock import FixedClock
 from hato.core.errors import NotFound, QuotaExceeded, StoreError
 from hato.store.model import DeliveryTarget
-from hato.store.sqlite import SqliteStore, open_store
+from hato.store.sqlite import SqliteStore
 from hato.store.sqlite.blobs import INLINE_MAX, PIN_TTL
 from hato.store.sqlite.store import SWEEP_INTERVAL
 
 
 def files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file())
-
-
-def run_store(data: Path, body, clock: FixedClock | None = None):  # type: ignore[no-untyped-def]
-    async def main():  # type: ignore[no-untyped-def]
-        store = await open_store(data, clock=clock or FixedClock())
-        try:
-            return await body(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(main())
 
 
 def test_layout_and_blob_file(tmp_path: Path) -> None:

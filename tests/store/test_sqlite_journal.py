@@ -14,23 +14,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from storekit import account, inbox_id, message, put_blob, sha
+from storekit import account, inbox_id, message, put_blob, run_store, sha
 
-from hato.core.clock import FixedClock
 from hato.store.model import DeliveryTarget
-from hato.store.sqlite import SqliteStore, blobs, dirsync, janitor, open_store
+from hato.store.sqlite import SqliteStore, blobs, dirsync, janitor
 from hato.store.sqlite.dirsync import DirSync
-
-
-def run_store(data: Path, body):  # type: ignore[no-untyped-def]
-    async def main():  # type: ignore[no-untyped-def]
-        store = await open_store(data, clock=FixedClock())
-        try:
-            return await body(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(main())
 
 
 def journal(data: Path) -> dict[str, bytes]:

@@ -65,6 +65,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import io
+import itertools
 import logging
 import os
 import re
@@ -597,8 +598,7 @@ class FileBlobStore:
         if not self.new_dir.is_dir():
             self.new_dir.mkdir(mode=0o700)
             fsync_dir(self.blob_dir)
-        self._write_journalled(journal)
-        self._write_journalled(self._read_logged(logged))
+        self._write_journalled(itertools.chain(journal, self._read_logged(logged)))
         temps = swept = 0
         for entry in os.scandir(self.tmp_dir):
             marker = _MARKER.fullmatch(entry.name)
