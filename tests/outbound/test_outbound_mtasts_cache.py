@@ -93,12 +93,14 @@ def test_migration_adds_the_table_to_an_older_database(tmp_path: Path) -> None:
     asyncio.run(touch())
     names = [m.__name__ for m in schema.MIGRATIONS]
     step = names.index("migrate_mtasts_cache")
-    assert names[step + 1 :] == ["migrate_scram_sha1", "migrate_blob_log"]  # the steps after it
+    after = ["migrate_scram_sha1", "migrate_blob_log", "migrate_blob_bodies"]
+    assert names[step + 1 :] == after  # the steps after it
     db = tmp_path / "data" / "hato.db"
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("DROP TABLE mta_sts_policies")  # as a database of the step before
     conn.execute("ALTER TABLE accounts DROP COLUMN scram_sha1")
     conn.execute("DROP TABLE blob_log")
+    conn.execute("DROP TABLE blob_bodies")  # empty: no message was stored
     conn.execute(f"PRAGMA user_version = {step:d}")
     conn.close()
     asyncio.run(touch())  # reopening migrates forward; the table works again

@@ -304,10 +304,13 @@ async def test_workers_log_bodies_themselves_while_the_journal_budget_is_short(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from hato.servers import smtp_workers
-    from hato.store.sqlite import blobs
+    from hato.store.sqlite import blobs, refs
 
-    # a small budget for bodies waiting in memory: it runs short after a few messages
+    # a small budget for bodies waiting in memory: it runs short after a few messages (these
+    # bodies are journalled and wait for their files, not stored in the database for good)
     monkeypatch.setattr(blobs, "INLINE_BUDGET", 40_000)
+    monkeypatch.setattr(blobs, "STORED_MAX", 100)
+    monkeypatch.setattr(refs, "STORED_MAX", 100)
     monkeypatch.setattr(smtp_workers, "_PRESSURE_MARGIN", 20_000)
     caplog.set_level("INFO", logger="hato")
     installed: list[str] = []  # how each shipped body arrived: "body", "file" or "log"

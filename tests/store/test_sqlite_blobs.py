@@ -15,7 +15,10 @@ from hato.core.errors import NotFound, QuotaExceeded, StoreError
 from hato.store.model import DeliveryTarget
 from hato.store.sqlite import SqliteStore
 from hato.store.sqlite.blobs import INLINE_MAX, PIN_TTL
+from hato.store.sqlite.refs import STORED_MAX
 from hato.store.sqlite.store import SWEEP_INTERVAL
+
+KEPT = message(9, STORED_MAX + 1)  # journalled with its message, then its file written
 
 
 def files(directory: Path) -> list[Path]:
@@ -108,7 +111,9 @@ def test_abort_and_duplicate_content(tmp_path: Path) -> None:
         for ref in (first, second, *large):
             await store.append(inbox, ref)
         await asyncio.to_thread(store.blobs.flush)
-        assert len(files(data / "blobs")) == 2 and files(data / "tmp") == []
+        # the small body is stored in the database (refs.STORED_MAX): the large one's file
+        assert len(files(data / "blobs")) == 1 and files(data / "tmp") == []
+        assert store.blobs.read(first.id) == b"same bytes"
 
     run_store(data, body)
 
@@ -130,7 +135,7 @@ def test_start_removes_temp_files_and_unreferenced_pending_blobs(tmp_path: Path)
 
     async def leave_debris(store: SqliteStore) -> tuple[str, str]:
         acc = await account(store)
-        kept = await put_blob(store, b"delivered")
+        kept = await put_blob(store, KEPT)  # journalled, then its file written
         await store.deliver(kept, [DeliveryTarget(acc.id)])
         # large enough for files (a small body stays in memory until its unit commits)
         lost = await put_blob(store, message(5, INLINE_MAX + 1))  # never to the database
@@ -159,8 +164,8 @@ def test_start_removes_temp_files_and_unreferenced_pending_blobs(tmp_path: Path)
         assert files(new) == []
         assert not store.blobs.exists(lost_id) and not store.blobs.exists(old_style)
         assert not old_address.exists()
-        assert store.blobs.read(kept_id) == b"delivered"
-        assert kept_address.read_bytes() == b"delivered"  # moved to its address at start
+        assert store.blobs.read(kept_id) == KEPT
+        assert kept_address.read_bytes() == KEPT  # moved to its address at start
 
     run_store(data, check)
 
@@ -175,12 +180,13 @@ def put_alone(data: Path, body: bytes) -> str:
     return blob_id
 
 
-def test_start_deletes_journalled_orphans(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [100, STORED_MAX + 1])  # stored in the database, or a file
+def test_start_deletes_journalled_orphans(tmp_path: Path, size: int) -> None:
     data = tmp_path / "data"
 
     async def write(store: SqliteStore) -> str:
         acc = await account(store)
-        ref = await put_blob(store, b"orphan to be")
+        ref = await put_blob(store, message(10, size))
         await store.deliver(ref, [DeliveryTarget(acc.id)])
         return ref.id
 
@@ -198,6 +204,7 @@ def test_start_deletes_journalled_orphans(tmp_path: Path) -> None:
     run_store(data, check)
     conn = sqlite3.connect(data / "hato.db")
     assert conn.execute("SELECT count(*) FROM orphan_blobs").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM blob_bodies").fetchone()[0] == 0
     conn.close()
 
 

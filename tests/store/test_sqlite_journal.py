@@ -1,8 +1,10 @@
 """SQLite backend: the body journal, the blob janitor and the group directory fsync.
 
-Small bodies are made durable by the unit of work that stores them (a ``blob_journal`` row in
-the same transaction), the janitor gives every committed blob its address, and a restart
-rebuilds a blob from its journal row whatever happened to its file.
+Bodies kept in memory by their writer (larger than ``refs.STORED_MAX``, which the database
+stores for good: test_sqlite_stored_bodies.py) are made durable by the unit of work that
+stores them (a ``blob_journal`` row in the same transaction), the janitor gives every
+committed blob its address, and a restart rebuilds a blob from its journal row whatever
+happened to its file.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from storekit import account, inbox_id, message, put_blob, run_store, sha
 from hato.store.model import DeliveryTarget
 from hato.store.sqlite import SqliteStore, blobs, dirsync, janitor
 from hato.store.sqlite.dirsync import DirSync
+from hato.store.sqlite.refs import STORED_MAX
+
+JOURNALLED = STORED_MAX + 1  # the smallest body journalled rather than stored
 
 
 def journal(data: Path) -> dict[str, bytes]:
@@ -35,7 +40,7 @@ def address(data: Path, blob_id: str) -> Path:
 
 def test_small_body_is_journalled_with_its_message_then_moved(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    small = message(1, 3000)
+    small = message(1, JOURNALLED + 3000)
 
     async def body(store: SqliteStore) -> None:
         acc = await account(store)
@@ -94,7 +99,7 @@ def test_restart_rebuilds_blobs_from_the_journal(
 ) -> None:
     data = tmp_path / "data"
     monkeypatch.setattr(janitor, "ROUND_INTERVAL", 3600.0)  # the janitor only runs at close
-    bodies = [message(n, 700 * (n + 1)) for n in range(3)]
+    bodies = [message(n, JOURNALLED + 700 * n) for n in range(3)]
 
     async def deliver(store: SqliteStore) -> list[str]:
         acc = await account(store)
@@ -149,7 +154,7 @@ def test_identical_small_bodies_share_one_row(tmp_path: Path) -> None:
 
     async def body(store: SqliteStore) -> None:
         acc = await account(store)
-        same = message(5)
+        same = message(5, JOURNALLED)
         first, second = await asyncio.gather(put_blob(store, same), put_blob(store, same))
         assert first == second
         await asyncio.gather(
@@ -222,14 +227,14 @@ def test_moves_wait_for_a_lull_in_deliveries(
 
     async def body(store: SqliteStore) -> None:
         acc = await account(store)
-        ref = await put_blob(store, message(1, 500))
+        ref = await put_blob(store, message(1, JOURNALLED))
         await store.deliver(ref, [DeliveryTarget(acc.id)])
         # Durable in the journal, still in memory and readable: no file yet.
         assert store.blobs.pending_body(ref.id) is not None and ref.id in journal(data)
-        assert store.blobs.read(ref.id) == message(1, 500)
+        assert store.blobs.read(ref.id) == message(1, JOURNALLED)
         assert not address(data, ref.id).exists()
         assert await _until_moved(store, ref.id, seconds=20)  # written in the lull
-        assert address(data, ref.id).read_bytes() == message(1, 500)
+        assert address(data, ref.id).read_bytes() == message(1, JOURNALLED)
 
     run_store(data, body)
 
@@ -237,14 +242,15 @@ def test_moves_wait_for_a_lull_in_deliveries(
 def test_memory_pressure_moves_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(janitor, "QUIET", 60.0)
     monkeypatch.setattr(janitor, "MAX_DELAY", 60.0)
-    monkeypatch.setattr(blobs, "INLINE_BUDGET", 1500)  # one 1000-octet body is half of it
+    # one body is half of it
+    monkeypatch.setattr(blobs, "INLINE_BUDGET", 2 * (JOURNALLED + 1000) - 1)
     data = tmp_path / "data"
 
     async def body(store: SqliteStore) -> None:
         acc = await account(store)
-        ref = await put_blob(store, message(2, 1000))
+        ref = await put_blob(store, message(2, JOURNALLED + 1000))
         await store.deliver(ref, [DeliveryTarget(acc.id)])
         assert await _until_moved(store, ref.id, seconds=10)
-        assert address(data, ref.id).read_bytes() == message(2, 1000)
+        assert address(data, ref.id).read_bytes() == message(2, JOURNALLED + 1000)
 
     run_store(data, body)

@@ -110,6 +110,11 @@ def _downgrade_to_version_7(db: Path) -> None:
     schema.migrate(before, schema.MIGRATIONS[:_THREAD_STEP])
     old_objects = {r[0] for r in before.execute("SELECT name FROM sqlite_master")}
     conn = sqlite3.connect(db, isolation_level=None)
+    # Bodies stored in the database (a later step) were files at their address then.
+    for blob_id, data in conn.execute("SELECT blob_id, data FROM blob_bodies").fetchall():
+        address = db.parent / "blobs" / blob_id[:2] / blob_id[2:4] / blob_id
+        address.parent.mkdir(parents=True, exist_ok=True)
+        address.write_bytes(data)
     for kind, name in conn.execute(
             "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'index') "
             "ORDER BY type = 'table'").fetchall():

@@ -47,6 +47,8 @@ from hato.store.api import MailStore, ReportStore
 from hato.store.remote import RemoteStore
 from hato.store.sqlite.lookups import NAMES as LOOKUPS
 from hato.store.sqlite.lookups import Lookups
+from hato.store.sqlite.refs import StoredReader
+from hato.store.sqlite.store import DB_NAME
 from hato.web.autoconfig import MailPorts
 from hato.web.mtasts import MtaStsPolicy
 from hato.web.service import WebService
@@ -243,6 +245,7 @@ def mx_worker_service(config: Config, store: Any, channel: Any) -> SmtpService:
     clock = SystemClock()
     if isinstance(store, RemoteStore):  # lookups from the database file, not round trips
         store.read_locally(Lookups(config.server.data_dir, clock=clock), LOOKUPS)
+        store.blobs.stored = StoredReader(config.server.data_dir / DB_NAME)
     resolver = make_resolver(config.dns)
     outbound = config.outbound
     signer = DkimKeys(config.server.data_dir / "dkim").signer() if outbound.dkim else None

@@ -22,6 +22,9 @@ that call or any later one of this worker: so the unit that stores a message alw
 body installed. A body this worker committed recently is read back from memory (``open``);
 any other from its file.
 
+A body the main store keeps in its database (hato.store.sqlite.refs ``blob_bodies``) is read
+through ``stored``, a reader of the database file the backend gives the worker.
+
 Reads: a few point lookups (an account, an alias, the active Sieve script) are answered in
 the worker from the database file when the backend offers that (``read_locally``); every
 other call is one round trip.
@@ -341,6 +344,8 @@ class RemoteBlobStore:
         self._outgoing: list[Shipment] = []
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._recent_lock = threading.Lock()
+        # bodies the main store keeps in its database (hato.store.sqlite.refs.StoredReader)
+        self.stored: Callable[[str], bytes | None] | None = None
         self.log = BodyLog(tmp_dir, self._log_closed, segment_max=log_segment)
 
     @property
@@ -395,6 +400,9 @@ class RemoteBlobStore:
                 return path.open("rb")
             except FileNotFoundError:
                 continue
+        stored = self.stored(blob_id) if self.stored is not None else None
+        if stored is not None:
+            return io.BytesIO(stored)
         raise NotFound(f"no blob {blob_id}")
 
     def read(self, blob_id: str) -> bytes:
@@ -404,7 +412,9 @@ class RemoteBlobStore:
     def exists(self, blob_id: str) -> bool:
         if blob_id in self._recent:
             return True
-        return any(path.exists() for path in self._paths(blob_id))
+        if any(path.exists() for path in self._paths(blob_id)):
+            return True
+        return self.stored is not None and self.stored(blob_id) is not None
 
 
 class RemoteStore:

@@ -1,4 +1,5 @@
-"""Content-addressed message bodies on disk: one file per body, named by its SHA-256.
+"""Content-addressed message bodies: one file per body, named by its SHA-256 (bodies of at most
+``refs.STORED_MAX`` octets live in the database instead: see below).
 
 Layout (docs/data-directory.md): ``blobs/ab/cd/<64 hex>`` holds a body at its content
 address; ``blobs/new/<64 hex>`` holds a body committed recently (the *journal* of blobs that
@@ -28,6 +29,11 @@ the round), then the journal row may go (the store deletes it in a later transac
 the ``new/`` name is unlinked (a little later, so that a reader that just looked the blob up
 still finds it there). At every moment a referenced blob has at least one durable copy: its
 journal row or a durable name.
+
+A pending body of at most ``refs.STORED_MAX`` octets is different: the unit stores it in
+the database for good (``blob_bodies``) rather than journalling it, so the janitor never
+writes a file for it; once every unit that pinned it has committed, it leaves memory and
+``open`` reads it from the database (``attach_stored``).
 
 A body an SMTP worker appended to its *body log* (``tmp/<random>.log``, fsynced in groups
 by the worker: ``hato.store.remote``) is installed as a ``LoggedBody``, a pending body that
@@ -82,6 +88,7 @@ from hato.core.log import event
 from hato.store.model import BlobRef
 from hato.store.sqlite.dirsync import DirSync, fsync_dir, sync_data
 from hato.store.sqlite.janitor import Cleared, Dirs, Janitor
+from hato.store.sqlite.refs import STORED_MAX
 
 __all__ = ["PIN_TTL", "FileBlobStore", "FileBlobWriter", "fsync_dir"]
 
@@ -96,6 +103,7 @@ INLINE_MAX = 256 * 1024  # octets: bodies up to this size are journalled in the 
 INLINE_BUDGET = 64 << 20  # octets of pending bodies in memory; beyond, writers fsync
 
 Referenced = Callable[[str], bool]
+Stored = Callable[[str], "bytes | None"]  # a body stored in the database (refs.StoredReader)
 
 
 class _LogSlice(io.RawIOBase):
@@ -201,7 +209,12 @@ class FileBlobStore:
         self._log_refs: dict[str, int] = {}  # body log -> its bodies pending here
         self._log_closed: set[str] = set()  # body logs their worker will not append to
         self._materialized: set[str] = set()  # durable now: their journal rows can go
+        self._stored: Stored | None = None
         self._janitor = Janitor(self)
+
+    def attach_stored(self, reader: Stored) -> None:
+        """Where bodies stored in the database are read (set by the store once it is open)."""
+        self._stored = reader
 
     # -- paths -------------------------------------------------------------------------------
     def address(self, blob_id: str) -> Path:
@@ -248,6 +261,10 @@ class FileBlobStore:
                 return open(path, "rb")  # the caller closes it
             except FileNotFoundError:
                 continue
+        # Stored in the database: it left memory only after the unit storing it committed.
+        stored = self._stored(blob_id) if self._stored is not None else None
+        if stored is not None:
+            return io.BytesIO(stored)
         raise NotFound(f"blob {blob_id} does not exist")
 
     def read(self, blob_id: str) -> bytes:
@@ -258,7 +275,9 @@ class FileBlobStore:
         try:
             if _checked(blob_id) in self._bodies:
                 return True
-            return os.path.isfile(self._new_s(blob_id)) or os.path.isfile(self._address_s(blob_id))
+            if os.path.isfile(self._new_s(blob_id)) or os.path.isfile(self._address_s(blob_id)):
+                return True
+            return self._stored is not None and self._stored(blob_id) is not None
         except NotFound:
             return False
 
@@ -440,14 +459,25 @@ class FileBlobStore:
     # -- used by the store on the database thread --------------------------------------------
     def release(self, blob_id: str) -> None:
         """A unit storing messages for a freshly committed blob has COMMITTED: drop one pin
-        (the database now refers to the blob durably) and let the janitor move it."""
+        (the database now refers to the blob durably) and let the janitor move it; a body
+        stored in the database leaves memory once no writer pins it (a pinning writer's
+        unit must still find it, in case the rows are deleted before that unit runs)."""
         with self._lock:
             pins = self._pins.get(blob_id)
             if pins:
                 pins.pop(next((i for i, p in enumerate(pins) if p.fresh), 0))
                 if not pins:
                     del self._pins[blob_id]
+            if self._is_stored(blob_id):
+                if blob_id not in self._pins:
+                    self._drop_body(blob_id)
+                return
         self._janitor.move(blob_id)
+
+    def _is_stored(self, blob_id: str) -> bool:
+        """A pending body the unit stores in the database (under ``_lock``)."""
+        body = self._bodies.get(blob_id)
+        return isinstance(body, bytes) and len(body) <= STORED_MAX
 
     def abandoned(self, *, older_than: float) -> list[str]:
         """Blobs every pin of which was taken before ``older_than`` (monotonic clock)."""
@@ -459,6 +489,9 @@ class FileBlobStore:
         (e.g. every delivery was over quota). Deletes it unless ``referenced``."""
         with self._lock:
             self._pins.pop(blob_id, None)
+            if referenced and self._is_stored(blob_id):
+                self._drop_body(blob_id)  # the unit that refers to it stored it
+                return False
         if referenced:
             self._janitor.move(blob_id)
             return False

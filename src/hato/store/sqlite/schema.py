@@ -17,7 +17,7 @@ from hato.core.errors import SchemaVersionError
 from hato.store.sqlite.accounts import migrate_scram_sha1
 from hato.store.sqlite.mtasts_cache import migrate_mtasts_cache
 from hato.store.sqlite.queue import migrate_queue
-from hato.store.sqlite.refs import migrate_blob_journal, migrate_blob_log
+from hato.store.sqlite.refs import migrate_blob_bodies, migrate_blob_journal, migrate_blob_log
 from hato.store.sqlite.reporting import migrate_reporting
 from hato.store.sqlite.reports import migrate_reports
 from hato.store.sqlite.sieve import migrate_sieve_tables
@@ -123,6 +123,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     migrate_mtasts_cache,  # version 9: RFC 8461 §5.1 MTA-STS policy cache (mtasts_cache.py)
     migrate_scram_sha1,  # version 10: SCRAM-SHA-1 keys for ManageSieve (accounts.py)
     migrate_blob_log,  # version 11: bodies journalled by reference to a body log (refs.py)
+    migrate_blob_bodies,  # version 12: small bodies stored in the database (refs.py)
 )
 
 

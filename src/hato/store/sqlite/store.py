@@ -90,6 +90,8 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods, StsCacheMethods
         self.data_dir = data_dir
         self._clock = clock
         self._blobs = FileBlobStore(data_dir / BLOB_DIR, data_dir / TMP_DIR, clock=clock)
+        self._stored = refs.StoredReader(data_dir / DB_NAME)  # small bodies (refs.py)
+        self._blobs.attach_stored(self._stored)
         self._last_sweep = clock.monotonic()
         self._notifier = changes.ChangeNotifier()
         self._cleared_lock = threading.Lock()
@@ -122,7 +124,10 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods, StsCacheMethods
         # written out and fsynced
         refs.forget_journalled(conn, [b for b, _data in journal] + [r[0] for r in logged])
         for (blob_id,) in conn.execute("SELECT blob_id FROM orphan_blobs").fetchall():
-            if not refs.referenced(conn, blob_id) and self._blobs.delete(blob_id):
+            if refs.referenced(conn, blob_id):
+                continue
+            stored = conn.execute("DELETE FROM blob_bodies WHERE blob_id = ?", (blob_id,))
+            if self._blobs.delete(blob_id) or stored.rowcount:
                 swept += 1
         conn.execute("DELETE FROM orphan_blobs")  # autocommit: after the unlinks above
         if temps or swept:
@@ -135,6 +140,7 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods, StsCacheMethods
         await self._indexer.stop()
         await self._db.close()
         await asyncio.to_thread(self._blobs.close)
+        self._stored.close()
 
     @property
     def blobs(self) -> FileBlobStore:
