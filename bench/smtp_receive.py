@@ -395,7 +395,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # Long runs: this VM stalls for about 50 ms now and then, which a run of a few hundred
     # messages (0.3 s) cannot average out (docs/benchmarks.md).
-    parser.add_argument("--small", type=int, default=4000, help="1 KB messages per server")
+    parser.add_argument("--small", type=int, default=8000, help="1 KB messages per server")
     parser.add_argument("--large", type=int, default=1500, help="100 KB messages per server")
     parser.add_argument("--hato-only", action="store_true", help="Hato alone, CPU by thread")
     parser.add_argument("--size", type=int, default=1024, help="message size for --hato-only")
