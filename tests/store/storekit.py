@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hato.core.clock import Clock, FixedClock
 from hato.store.api import MailStore
-from hato.store.model import Account, BlobRef, Credentials
+from hato.store.model import Account, BlobRef, Credentials, DeliveryTarget
 from hato.store.sqlite import SqliteStore, open_store
 
 
@@ -54,6 +55,27 @@ async def put_blob(store: MailStore, data: bytes) -> BlobRef:
     for i in range(0, len(data), 4096):
         writer.write(data[i : i + 4096])
     return await asyncio.to_thread(writer.commit)
+
+
+async def deliver_each(store: MailStore, bodies: list[bytes]) -> list[str]:
+    """Deliver each body to a new account's INBOX, one after the other; their blob ids."""
+    acc = await account(store)
+    ids = []
+    for raw in bodies:
+        ref = await put_blob(store, raw)
+        await store.deliver(ref, [DeliveryTarget(acc.id)])
+        ids.append(ref.id)
+    return ids
+
+
+def db_rows(data: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Every row ``sql`` finds in the embedded store's database under ``data`` (closed or
+    running: a connection of its own)."""
+    conn = sqlite3.connect(data / "hato.db")
+    try:
+        return [tuple(r) for r in conn.execute(sql)]
+    finally:
+        conn.close()
 
 
 async def account(

@@ -15,9 +15,10 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from storekit import account, message, run_store, sha
+from storekit import account, db_rows, message, run_store, sha
 
 from hato.core.errors import StoreError
 from hato.store.model import DeliveryTarget
@@ -26,12 +27,8 @@ from hato.store.sqlite import SqliteStore, textindex
 from hato.store.sqlite.blobs import INLINE_MAX
 
 
-def log_rows(data: Path) -> list[tuple[str, str, int, int]]:
-    conn = sqlite3.connect(data / "hato.db")
-    try:
-        return [tuple(r) for r in conn.execute("SELECT blob_id, path, offset, size FROM blob_log")]
-    finally:
-        conn.close()
+def log_rows(data: Path) -> list[tuple[Any, ...]]:
+    return db_rows(data, "SELECT blob_id, path, offset, size FROM blob_log")
 
 
 def address(data: Path, blob_id: str) -> Path:

@@ -13,11 +13,12 @@ import hashlib
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from storekit import db_rows
 
 from hato.store.sqlite import open_store
 
@@ -70,11 +71,8 @@ async def _verify(
         for mailbox_id, uid in gone:  # an expunge that returned is durable too
             assert await store.get_messages(mailbox_id, [uid]) == []
         on_disk = {p.name for p in (data / "blobs").rglob("*") if p.is_file()}
-        conn = sqlite3.connect(data / "hato.db")
-        try:  # small bodies are stored in the database (refs.STORED_MAX), never as files
-            stored = {str(r[0]) for r in conn.execute("SELECT blob_id FROM blob_bodies")}
-        finally:
-            conn.close()
+        # small bodies are stored in the database (refs.STORED_MAX), never as files
+        stored = {str(r[0]) for r in db_rows(data, "SELECT blob_id FROM blob_bodies")}
         assert not on_disk & stored
         assert on_disk | stored == referenced  # no unreferenced blob, no missing one
     finally:

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
-from storekit import account, inbox_id, message, put_blob, run_store, sha
+from storekit import (
+    account,
+    db_rows,
+    deliver_each,
+    inbox_id,
+    message,
+    put_blob,
+    run_store,
+    sha,
+)
 
 from hato.store.model import DeliveryTarget
 from hato.store.sqlite import SqliteStore, blobs, dirsync, janitor
@@ -27,11 +35,7 @@ JOURNALLED = STORED_MAX + 1  # the smallest body journalled rather than stored
 
 
 def journal(data: Path) -> dict[str, bytes]:
-    conn = sqlite3.connect(data / "hato.db")
-    try:
-        return {r[0]: bytes(r[1]) for r in conn.execute("SELECT blob_id, data FROM blob_journal")}
-    finally:
-        conn.close()
+    return {r[0]: bytes(r[1]) for r in db_rows(data, "SELECT blob_id, data FROM blob_journal")}
 
 
 def address(data: Path, blob_id: str) -> Path:
@@ -101,16 +105,7 @@ def test_restart_rebuilds_blobs_from_the_journal(
     monkeypatch.setattr(janitor, "ROUND_INTERVAL", 3600.0)  # the janitor only runs at close
     bodies = [message(n, JOURNALLED + 700 * n) for n in range(3)]
 
-    async def deliver(store: SqliteStore) -> list[str]:
-        acc = await account(store)
-        ids = []
-        for raw in bodies:
-            ref = await put_blob(store, raw)
-            await store.deliver(ref, [DeliveryTarget(acc.id)])
-            ids.append(ref.id)
-        return ids
-
-    ids = run_store(data, deliver)
+    ids = run_store(data, lambda store: deliver_each(store, bodies))
     rows = journal(data)  # no write after the janitor's last round: the rows are still there
     assert set(rows) == set(ids)
     # As if the power failed before the files' data reached the disk: torn or gone.

@@ -9,12 +9,11 @@ a message naming it deletes it; a writer that committed the same content meanwhi
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
-from storekit import account, inbox_id, message, put_blob, run_store
+from storekit import account, db_rows, deliver_each, inbox_id, message, put_blob, run_store
 
 from hato.core.errors import NotFound, QuotaExceeded
 from hato.store.model import DeliveryTarget
@@ -26,19 +25,11 @@ SMALL = message(1, 1500)
 
 
 def stored(data: Path) -> dict[str, bytes]:
-    conn = sqlite3.connect(data / "hato.db")
-    try:
-        return {r[0]: bytes(r[1]) for r in conn.execute("SELECT blob_id, data FROM blob_bodies")}
-    finally:
-        conn.close()
+    return {r[0]: bytes(r[1]) for r in db_rows(data, "SELECT blob_id, data FROM blob_bodies")}
 
 
 def journalled(data: Path) -> int:
-    conn = sqlite3.connect(data / "hato.db")
-    try:
-        return int(conn.execute("SELECT count(*) FROM blob_journal").fetchone()[0])
-    finally:
-        conn.close()
+    return int(db_rows(data, "SELECT count(*) FROM blob_journal")[0][0])
 
 
 def files(data: Path) -> list[Path]:
@@ -150,16 +141,7 @@ def test_readers_on_many_threads_and_a_worker(tmp_path: Path) -> None:
     data = tmp_path / "data"
     bodies = [message(n, 200 + n) for n in range(20)]
 
-    async def deliver(store: SqliteStore) -> list[str]:
-        acc = await account(store)
-        ids = []
-        for raw in bodies:
-            ref = await put_blob(store, raw)
-            await store.deliver(ref, [DeliveryTarget(acc.id)])
-            ids.append(ref.id)
-        return ids
-
-    ids = run_store(data, deliver)
+    ids = run_store(data, lambda store: deliver_each(store, bodies))
     reader = StoredReader(data / "hato.db")
     failures: list[str] = []
 

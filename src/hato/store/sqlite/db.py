@@ -32,7 +32,8 @@ results go out together (at least every ``READ_HOLD``). A write that returned is
 every read submitted after it (its COMMIT came first). The reader's connection is
 ``query_only``.
 *Point lookups* (``lookup``: an account, an alias, a Sieve script by key) run the same way
-on the calling thread's own connection, without the hop to the reader thread.
+on the calling thread's own connection (``ThreadConnections``), without the hop to the
+reader thread; ``read_here`` does so for blocking callers (a stored body, ``refs.py``).
 
 WAL checkpoints run on a third thread with its own connection (``PRAGMA wal_checkpoint
 (PASSIVE)``, which never blocks the writer) once the WAL has grown past ``CHECKPOINT_BYTES``,
@@ -206,6 +207,48 @@ def translate_error(exc: BaseException) -> BaseException:
     return exc
 
 
+class ThreadConnections:
+    """One ``query_only`` connection per calling thread to the database at ``target`` (a
+    path, or with ``uri`` a ``file:`` URI such as ``...?mode=ro``), opened on the thread's
+    first ``get``; ``close`` closes them all (each is used by its own thread only until
+    then)."""
+
+    def __init__(self, target: str, *, busy_ms: int, uri: bool = False) -> None:
+        self._target = target
+        self._busy_ms = busy_ms
+        self._uri = uri
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        self._closed = False
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self._target,
+                uri=self._uri,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms:d}")
+            conn.execute("PRAGMA query_only=ON")
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    raise TemporaryStoreError("the store is closed")
+                self._conns.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+
+
 class Database:
     """Owns the database thread and its connection; ``write``/``read`` run units of work."""
 
@@ -231,10 +274,9 @@ class Database:
         self._conn: sqlite3.Connection | None = None
         self._shared: dict[Any, Any] = {}  # Unit.shared of the write units (this connection)
         self._wal = path.with_name(path.name + "-wal")
-        # Per-thread connections of ``lookup`` (each used by its thread only), closed at close.
-        self._local = threading.local()
-        self._local_lock = threading.Lock()
-        self._locals: list[sqlite3.Connection] = []
+        # Per-thread connections of ``lookup`` and ``read_here``, closed at close; a short
+        # busy timeout: never hold an event loop for long.
+        self._locals = ThreadConnections(str(path), busy_ms=50)
         self._checkpoint_asked = False
         self._closed = False
         self._commits = 0
@@ -283,10 +325,7 @@ class Database:
         self._checkpoints.put(_STOP)
         for thread in self._helpers:
             await asyncio.to_thread(thread.join)
-        with self._local_lock:
-            local, self._locals = self._locals, []
-        for conn in local:
-            conn.close()
+        self._locals.close()
 
     @property
     def stats(self) -> CommitStats:
@@ -340,7 +379,7 @@ class Database:
         if self._closed:
             raise StoreError("the store is closed")
         if self._helpers:
-            conn = self._local_connection()
+            conn = self._locals.get()
             try:
                 if not snapshot:
                     self._read_units += 1
@@ -357,16 +396,18 @@ class Database:
                 raise translate_error(exc) from None
         return await self.read(work)
 
-    def _local_connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=50")  # never hold an event loop for long
-            conn.execute("PRAGMA query_only=ON")
-            self._local.conn = conn
-            with self._local_lock:
-                self._locals.append(conn)
-        return conn
+    def read_here(self, work: Callable[[Unit], T]) -> T:
+        """A read of ONE statement (autocommit: it sees every write that returned before) on
+        the calling thread's own connection, blocking, from any thread: for callers that
+        are not coroutines (blob readers). A busy database raises ``TemporaryStoreError``."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            return work(Unit(self._locals.get(), self._clock.now()))
+        except sqlite3.OperationalError as exc:
+            raise TemporaryStoreError(f"read: {exc}") from None
+        except BaseException as exc:
+            raise translate_error(exc) from None
 
     # -- the thread --------------------------------------------------------------------------
     def _main(self, ready: concurrent.futures.Future[None]) -> None:

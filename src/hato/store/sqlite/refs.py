@@ -25,7 +25,8 @@ it, and ``dropped`` deletes it with its last reference. A file per small message
 than the message (an inode, two directory entries, an fsync, the janitor's rename and link:
 on ext4 without a journal each creation also scans the inodes freed recently), and SQLite
 reads and writes small blobs faster than the file system does (https://sqlite.org/fasterthanfs.html).
-``StoredReader`` reads them from any thread, on read-only connections of its own.
+The store reads them with ``Database.read_here`` (any thread); an SMTP worker with
+``StoredReader``.
 
 Left out: nothing of the contract; deletion itself is done by the store, after the commit.
 """
@@ -33,14 +34,13 @@ Left out: nothing of the contract; deletion itself is done by the store, after t
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 from hato.core.errors import TemporaryStoreError
 from hato.store.sqlite import textindex
-from hato.store.sqlite.db import Unit
+from hato.store.sqlite.db import ThreadConnections, Unit
 
 ORPHANS = "orphans"  # unit.memo key: blob ids whose last reference this unit dropped
 USED = "used_blobs"  # unit.memo key: blob ids this unit stored messages for
@@ -91,46 +91,23 @@ def stored_body(conn: sqlite3.Connection, blob_id: str) -> bytes | None:
 
 
 class StoredReader:
-    """Reads stored bodies (``blob_bodies``) from any thread: one read-only connection per
-    thread, opened on its first read (WAL: readers never wait for the writer), each read one
-    autocommit statement that sees every transaction committed before it."""
+    """Reads stored bodies (``blob_bodies``) from any thread of another process (an SMTP
+    worker, which has no ``Database``): one read-only connection per thread, each read one
+    autocommit statement that sees every transaction committed before it (WAL: readers
+    never wait for the writer). The store's own process reads them with ``read_here``."""
 
     def __init__(self, db_path: Path) -> None:
-        self._uri = f"file:{db_path}?mode=ro"
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._conns: list[sqlite3.Connection] = []
-        self._closed = False
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self._uri, uri=True, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA busy_timeout=1000")
-            conn.execute("PRAGMA query_only=ON")
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                    raise TemporaryStoreError("the store is closed")
-                self._conns.append(conn)
-            self._local.conn = conn
-        return conn
+        self._conns = ThreadConnections(f"file:{db_path}?mode=ro", busy_ms=1000, uri=True)
 
     def __call__(self, blob_id: str) -> bytes | None:
         """The body stored for ``blob_id``, or None."""
         try:
-            return stored_body(self._conn(), blob_id)
+            return stored_body(self._conns.get(), blob_id)
         except sqlite3.Error as exc:
             raise TemporaryStoreError(f"reading a stored body: {exc}") from None
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.close()
+        self._conns.close()
 
 
 def log_rows(conn: sqlite3.Connection) -> list[tuple[str, str, int, int]]:

@@ -90,8 +90,6 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods, StsCacheMethods
         self.data_dir = data_dir
         self._clock = clock
         self._blobs = FileBlobStore(data_dir / BLOB_DIR, data_dir / TMP_DIR, clock=clock)
-        self._stored = refs.StoredReader(data_dir / DB_NAME)  # small bodies (refs.py)
-        self._blobs.attach_stored(self._stored)
         self._last_sweep = clock.monotonic()
         self._notifier = changes.ChangeNotifier()
         self._cleared_lock = threading.Lock()
@@ -103,6 +101,7 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods, StsCacheMethods
             prologue=self._clear_orphans,
             epilogue=self._sweep_abandoned,
         )
+        self._blobs.attach_stored(self._stored_body)  # small bodies (refs.py)
         self._indexer = textindex.Indexer(self._read, self._write, self._blobs.open)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -140,7 +139,10 @@ class SqliteStore(QueueMethods, ReportMethods, ReportingMethods, StsCacheMethods
         await self._indexer.stop()
         await self._db.close()
         await asyncio.to_thread(self._blobs.close)
-        self._stored.close()
+
+    def _stored_body(self, blob_id: str) -> bytes | None:
+        """A body stored in the database (any thread, blocking: ``FileBlobStore.open``)."""
+        return self._db.read_here(lambda u: refs.stored_body(u.conn, blob_id))
 
     @property
     def blobs(self) -> FileBlobStore:
